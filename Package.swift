@@ -1,0 +1,53 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Layers depend one way, top to bottom:
+//   swiftlet -> VMM -> Devices, X86 -> Loader -> GuestMemory;  X86, VMM -> KVM -> CKVM
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+
+let package = Package(
+    name: "Swiftlet",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "swiftlet", targets: ["swiftlet"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.0"),
+    ],
+    targets: [
+        .target(name: "CKVM"),
+        .target(name: "CSwiftletSystem"),
+        .target(name: "KVM", dependencies: [
+            "CKVM", .product(name: "SystemPackage", package: "swift-system"),
+        ], swiftSettings: strict),
+        .target(name: "GuestMemory", dependencies: [
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], swiftSettings: strict),
+        .target(name: "Loader", dependencies: [
+            "GuestMemory", .product(name: "SystemPackage", package: "swift-system"),
+        ], swiftSettings: strict),
+        .target(name: "X86", dependencies: ["KVM", "GuestMemory", "Loader"], swiftSettings: strict),
+        .target(name: "Devices", dependencies: [
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+        .target(name: "DemoGuest", swiftSettings: strict),
+        .target(name: "VMM", dependencies: [
+            "KVM", "GuestMemory", "Loader", "X86", "Devices", "CSwiftletSystem",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], swiftSettings: strict),
+        .executableTarget(name: "swiftlet", dependencies: [
+            "VMM", "Loader", "DemoGuest",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+        .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
+        .testTarget(name: "LoaderTests", dependencies: ["Loader", "GuestMemory"]),
+        .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "Loader", "KVM"]),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
+        .testTarget(name: "SwiftletTests", dependencies: ["Loader", "DemoGuest"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

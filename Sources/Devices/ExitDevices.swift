@@ -1,0 +1,46 @@
+/// Swiftlet's power-off port (0x500 by default): a write of any width ends the VM with process
+/// status `value & 0xff`, so a guest exits 0 for success. Reads return 0.
+public final class PowerOffPort: BusDevice {
+    public static let defaultPort: UInt64 = 0x500
+    public init() {}
+    public func read(offset: UInt64, size: Int) -> UInt64 { 0 }
+    public func write(offset: UInt64, size: Int, value: UInt64) -> StopRequest? {
+        .powerOff(status: UInt8(truncatingIfNeeded: value))
+    }
+}
+
+/// QEMU's isa-debug-exit at port 0xF4 (4 bytes wide): a write of `v` ends the VM with process
+/// status `(v << 1) | 1`, so runners written for QEMU read the same result. Reads return 0.
+public final class DebugExitPort: BusDevice {
+    public static let defaultPort: UInt64 = 0xF4
+    public static let width: UInt64 = 4
+    public init() {}
+    public func read(offset: UInt64, size: Int) -> UInt64 { 0 }
+    public func write(offset: UInt64, size: Int, value: UInt64) -> StopRequest? {
+        .debugExit(value: UInt32(truncatingIfNeeded: value))
+    }
+
+    /// The process status QEMU gives for a write of `value` (truncated to 8 bits by the OS).
+    public static func status(for value: UInt32) -> Int32 {
+        Int32(truncatingIfNeeded: ((UInt64(value) << 1) | 1) & 0xFF)
+    }
+}
+
+/// The part of an i8042 keyboard controller that a microVM needs: the status port reads as an
+/// idle controller (no data, input buffer empty) and command 0xFE ("pulse reset line") on port
+/// 0x64 requests a reset. Ports 0x60 (data) and 0x64 (status/command) are claimed.
+public final class I8042: BusDevice {
+    public static let dataPort: UInt64 = 0x60
+    public static let commandPort: UInt64 = 0x64
+    static let resetCommand: UInt64 = 0xFE
+
+    public init() {}
+
+    /// Registered at 0x60 with length 5: offset 0 is the data port, offset 4 the command port.
+    public func read(offset: UInt64, size: Int) -> UInt64 { 0 }
+
+    public func write(offset: UInt64, size: Int, value: UInt64) -> StopRequest? {
+        guard offset == Self.commandPort - Self.dataPort, value & 0xFF == Self.resetCommand else { return nil }
+        return .reset(source: "i8042 reset (0xFE to port 0x64)")
+    }
+}

@@ -1,0 +1,188 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A guest physical address.
+public struct GuestAddress: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt64
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+    public init(_ value: UInt64) { self.rawValue = value }
+
+    public static func < (lhs: GuestAddress, rhs: GuestAddress) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    /// The address `offset` bytes further on, or nil if that wraps past 2^64.
+    public func adding(_ offset: UInt64) -> GuestAddress? {
+        let (sum, overflow) = rawValue.addingReportingOverflow(offset)
+        return overflow ? nil : GuestAddress(sum)
+    }
+
+    public var description: String { "0x" + String(rawValue, radix: 16) }
+}
+
+/// What can go wrong with guest memory. Every case names the address range involved.
+public enum GuestMemoryError: Error, Equatable, CustomStringConvertible {
+    /// `[address, address + length)` is not wholly inside one RAM region.
+    case outOfBounds(address: UInt64, length: UInt64)
+    /// The host refused to reserve the memory (mmap's errno).
+    case mapFailed(size: UInt64, errno: Int32)
+    /// The layout asked for is not possible (zero size, overlapping or unaligned regions).
+    case invalidLayout(String)
+
+    public var description: String {
+        switch self {
+        case let .outOfBounds(address, length):
+            return "guest range 0x\(String(address, radix: 16))+0x\(String(length, radix: 16)) is outside guest RAM"
+        case let .mapFailed(size, errno):
+            return "could not reserve \(size) bytes of guest memory: \(String(cString: strerror(errno)))"
+        case let .invalidLayout(why):
+            return "invalid guest memory layout: \(why)"
+        }
+    }
+}
+
+/// One contiguous piece of guest RAM and the host mapping behind it.
+public struct GuestMemoryRegion: Sendable, Equatable {
+    public let start: GuestAddress
+    public let size: UInt64
+    /// Host virtual address of the first byte, as an integer: for `KVM_SET_USER_MEMORY_REGION` only.
+    public let hostAddress: UInt64
+
+    public var end: UInt64 { start.rawValue + size }
+
+    func contains(_ address: UInt64, _ length: UInt64) -> Bool {
+        guard address >= start.rawValue else { return false }
+        let offset = address - start.rawValue
+        return offset <= size && length <= size - offset
+    }
+}
+
+/// Guest RAM: anonymous host mappings, one per region, reserved lazily (`MAP_NORESERVE`), so
+/// that set-up never touches pages the guest does not use.
+///
+/// This type is the only holder of raw pointers into the guest. Every access is bounds-checked
+/// against one region; an access that would straddle two regions or leave RAM is refused.
+public final class GuestMemory: @unchecked Sendable {
+    // Sendable: the region table is immutable after init; the bytes behind it are shared with
+    // the guest by design, and callers serialise their own accesses to any one structure.
+    public let regions: [GuestMemoryRegion]
+    private let bases: [UnsafeMutableRawPointer]
+
+    /// Total bytes of RAM over all regions.
+    public var size: UInt64 { regions.reduce(0) { $0 + $1.size } }
+
+    /// Maps the given regions. Each `(start, size)` must be 4 KiB aligned, non-empty, and the
+    /// regions must be sorted and disjoint.
+    public init(regions layout: [(start: UInt64, size: UInt64)]) throws(GuestMemoryError) {
+        guard !layout.isEmpty else { throw .invalidLayout("no RAM regions") }
+        var previousEnd: UInt64 = 0
+        for (index, region) in layout.enumerated() {
+            guard region.size > 0 else { throw .invalidLayout("region \(index) is empty") }
+            guard region.start % 4096 == 0, region.size % 4096 == 0 else {
+                throw .invalidLayout("region \(index) is not 4 KiB aligned")
+            }
+            guard region.start >= previousEnd || index == 0 else {
+                throw .invalidLayout("region \(index) overlaps or is out of order")
+            }
+            let (end, overflow) = region.start.addingReportingOverflow(region.size)
+            guard !overflow else { throw .invalidLayout("region \(index) wraps the address space") }
+            previousEnd = end
+        }
+        var mapped: [GuestMemoryRegion] = []
+        var bases: [UnsafeMutableRawPointer] = []
+        for region in layout {
+            guard region.size <= UInt64(Int.max) else {
+                Self.unmap(bases, mapped)
+                throw .mapFailed(size: region.size, errno: ENOMEM)
+            }
+            // unsafe: an anonymous private mapping owned by this object until deinit.
+            let pointer = mmap(nil, Int(region.size), PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            guard let pointer, pointer != MAP_FAILED else {
+                let error = errno
+                Self.unmap(bases, mapped)
+                throw .mapFailed(size: region.size, errno: error)
+            }
+            bases.append(pointer)
+            mapped.append(GuestMemoryRegion(start: GuestAddress(region.start), size: region.size,
+                                            hostAddress: UInt64(UInt(bitPattern: pointer))))
+        }
+        self.regions = mapped
+        self.bases = bases
+    }
+
+    deinit { Self.unmap(bases, regions) }
+
+    private static func unmap(_ bases: [UnsafeMutableRawPointer], _ regions: [GuestMemoryRegion]) {
+        for (base, region) in zip(bases, regions) { munmap(base, Int(region.size)) }
+    }
+
+    /// True if `[address, address + length)` lies inside one RAM region.
+    public func contains(_ address: GuestAddress, length: UInt64) -> Bool {
+        regions.contains { $0.contains(address.rawValue, length) }
+    }
+
+    /// The host pointer for a checked range. Private: raw pointers never leave this type.
+    private func pointer(_ address: GuestAddress, _ length: UInt64) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
+        for (index, region) in regions.enumerated() where region.contains(address.rawValue, length) {
+            return bases[index] + Int(address.rawValue - region.start.rawValue)
+        }
+        throw .outOfBounds(address: address.rawValue, length: length)
+    }
+
+    // MARK: Bytes
+
+    public func write(_ bytes: some Collection<UInt8>, at address: GuestAddress) throws(GuestMemoryError) {
+        let target = try pointer(address, UInt64(bytes.count))
+        var offset = 0
+        for byte in bytes { target.storeBytes(of: byte, toByteOffset: offset, as: UInt8.self); offset += 1 }
+    }
+
+    /// Copies `bytes[range]` of a file image into guest memory: the fast path for kernel loading.
+    public func write(_ bytes: [UInt8], range: Range<Int>, at address: GuestAddress) throws(GuestMemoryError) {
+        precondition(range.lowerBound >= 0 && range.upperBound <= bytes.count, "range outside the source")
+        let target = try pointer(address, UInt64(range.count))
+        bytes.withUnsafeBytes { source in
+            // unsafe: both ranges were bounds-checked just above.
+            target.copyMemory(from: source.baseAddress! + range.lowerBound, byteCount: range.count)
+        }
+    }
+
+    public func fill(_ byte: UInt8, at address: GuestAddress, count: UInt64) throws(GuestMemoryError) {
+        let target = try pointer(address, count)
+        memset(target, Int32(byte), Int(count))
+    }
+
+    public func read(at address: GuestAddress, count: Int) throws(GuestMemoryError) -> [UInt8] {
+        guard count >= 0 else { throw .outOfBounds(address: address.rawValue, length: 0) }
+        let source = try pointer(address, UInt64(count))
+        return [UInt8](UnsafeRawBufferPointer(start: source, count: count))
+    }
+
+    /// Reads a NUL-terminated string of at most `limit` bytes (the NUL not counted).
+    public func readCString(at address: GuestAddress, limit: Int) throws(GuestMemoryError) -> [UInt8] {
+        var bytes: [UInt8] = []
+        var cursor = address
+        while bytes.count < limit {
+            let byte: UInt8 = try load(at: cursor)
+            if byte == 0 { return bytes }
+            bytes.append(byte)
+            guard let next = cursor.adding(1) else { break }
+            cursor = next
+        }
+        return bytes
+    }
+
+    // MARK: Integers (little-endian, unaligned allowed)
+
+    public func load<T: FixedWidthInteger>(at address: GuestAddress, as type: T.Type = T.self) throws(GuestMemoryError) -> T {
+        let source = try pointer(address, UInt64(MemoryLayout<T>.size))
+        return T(littleEndian: source.loadUnaligned(as: T.self))
+    }
+
+    public func store<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws(GuestMemoryError) {
+        let target = try pointer(address, UInt64(MemoryLayout<T>.size))
+        target.storeBytes(of: value.littleEndian, as: T.self)
+    }
+}

@@ -1,0 +1,58 @@
+import KVM
+
+/// Per-vCPU CPUID, derived from KVM's supported list (Intel SDM Vol. 2A, CPUID; the x2APIC
+/// topology leaves 0xB and 0x1F).
+public enum CPUIDTemplate {
+    /// CPUID.1:ECX bit 31, "running under a hypervisor".
+    public static let hypervisorBit: UInt32 = 1 << 31
+    /// CPUID.1:EDX bit 28, HTT: EBX[23:16] is valid.
+    public static let httBit: UInt32 = 1 << 28
+
+    /// The leaves for vCPU `apicID` of `count`: APIC ID in leaf 1 and in the x2APIC topology
+    /// leaves, logical-processor count, the hypervisor bit.
+    public static func entries(from supported: [CPUIDEntry], apicID: UInt32, count: Int) -> [CPUIDEntry] {
+        let countBits = UInt32(count <= 1 ? 0 : (UInt32(count - 1).bitWidth - UInt32(count - 1).leadingZeroBitCount))
+        return supported.map { original in
+            var entry = original
+            switch entry.function {
+            case 1:
+                let logical = UInt32(min(max(1, 1 << countBits), 255))
+                entry.ebx = (entry.ebx & 0x0000_FFFF) | (logical << 16) | (apicID & 0xFF) << 24
+                entry.ecx |= hypervisorBit
+                if count > 1 { entry.edx |= httBit } else { entry.edx &= ~httBit }
+            case 0xB, 0x1F:
+                // One thread per core, `count` cores in one package.
+                entry.edx = apicID
+                switch entry.index {
+                case 0:
+                    entry.eax = 0; entry.ebx = 1; entry.ecx = (1 << 8) | 0
+                case 1:
+                    entry.eax = countBits; entry.ebx = UInt32(count) & 0xFFFF; entry.ecx = (2 << 8) | 1
+                default:
+                    entry.eax = 0; entry.ebx = 0; entry.ecx = entry.index & 0xFF
+                }
+            default:
+                break
+            }
+            return entry
+        }
+    }
+}
+
+/// The MSRs every vCPU starts with: the syscall/sysenter MSRs, the segment bases and the TSC
+/// cleared, fast strings on, MTRRs enabled with write-back default.
+public enum BootMSRs {
+    public static let fsBase: UInt32 = 0xC000_0100
+    public static let gsBase: UInt32 = 0xC000_0101
+    public static let kernelGSBase: UInt32 = 0xC000_0102
+
+    public static let values: [(index: UInt32, value: UInt64)] = [
+        (0x174, 0), (0x175, 0), (0x176, 0),                        // SYSENTER_CS/ESP/EIP
+        (0xC000_0081, 0), (0xC000_0082, 0), (0xC000_0083, 0),      // STAR, LSTAR, CSTAR
+        (0xC000_0084, 0),                                          // SYSCALL_MASK
+        (fsBase, 0), (gsBase, 0), (kernelGSBase, 0),
+        (0x10, 0),                                                 // TSC
+        (0x1A0, 1),                                                // MISC_ENABLE: fast strings
+        (0x2FF, (1 << 11) | 6),                                    // MTRRdefType: enabled, WB
+    ]
+}

@@ -1,0 +1,169 @@
+import ArgumentParser
+import DemoGuest
+import FoundationEssentials
+import Loader
+import Logging
+import VMM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension BootProtocol: ExpressibleByArgument {}
+
+/// `--boot auto|pvh|xen64|linux`.
+enum BootChoice: String, ExpressibleByArgument, CaseIterable {
+    case auto, pvh, xen64, linux
+    var requested: BootProtocol? { self == .auto ? nil : BootProtocol(rawValue: rawValue) }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Boot a guest kernel and attach its serial console to this terminal.",
+        discussion: """
+            The guest ends the run through port 0x500 (status = value & 0xff), QEMU's \
+            isa-debug-exit at port 0xf4 (status = (value << 1) | 1), an i8042 reset (status 32) \
+            or a triple fault (status 34). 36 means KVM could not run the guest, 1 a Swiftlet \
+            error, 2 a usage error.
+            """)
+
+    @Option(help: ArgumentHelp("Guest kernel: an ELF (PVH, Xen 64-bit or Linux vmlinux) or a bzImage. Default: the built-in demo guest.", valueName: "path"))
+    var kernel: String?
+
+    @Option(help: ArgumentHelp("Initial ramdisk, passed as module 0 (PVH), mod_start (xen64) or ramdisk_image (linux).", valueName: "path"))
+    var initrd: String?
+
+    @Option(help: ArgumentHelp("Kernel command line.", valueName: "text"))
+    var cmdline: String = "console=ttyS0"
+
+    @Option(help: ArgumentHelp("Guest RAM, e.g. 512M or 4G (binary units; a bare number is MiB). RAM above 3 GiB is placed above 4 GiB.", valueName: "size"))
+    var memory: String = "128M"
+
+    @Option(help: ArgumentHelp("Number of vCPUs, 1 up to this KVM's limit.", valueName: "n"))
+    var cpus: Int = 1
+
+    @Option(name: .customLong("boot-cpu"), help: ArgumentHelp("Index of the boot vCPU (the BSP).", valueName: "k"))
+    var bootCPU: Int = 0
+
+    @Option(help: ArgumentHelp("Boot protocol: auto picks pvh, then xen64, then linux.", valueName: "auto|pvh|xen64|linux"))
+    var boot: BootChoice = .auto
+
+    @Option(help: ArgumentHelp("Write a JSON report of the run to this file when the VM ends.", valueName: "file"))
+    var report: String?
+
+    @Option(name: .customLong("log-level"), help: ArgumentHelp("Log level on stderr: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
+    var logLevel: String = "warning"
+
+    @Flag(name: .customLong("no-stdin"), help: "Do not forward standard input to the serial port.")
+    var noStdin = false
+
+    func validate() throws {
+        let size: MemorySize
+        do { size = try MemorySize.parse(memory) } catch {
+            switch error {
+            case .zero: throw ValidationError("--memory \(memory): the size must be greater than zero")
+            case .overflow: throw ValidationError("--memory \(memory): the size is too large to represent")
+            case .notASize: throw ValidationError("--memory \(memory): not a size; write a number with an optional unit K, M, G or T, e.g. 512M or 4G")
+            }
+        }
+        guard size.bytes >= MachineConfiguration.minimumMemory else {
+            throw ValidationError("--memory \(memory): at least 2M of guest RAM is needed")
+        }
+        guard size.bytes % 4096 == 0 else { throw ValidationError("--memory \(memory): must be a multiple of 4K") }
+        let hostBytes = UInt64(sysconf(Int32(_SC_PHYS_PAGES))) * UInt64(sysconf(Int32(_SC_PAGESIZE)))
+        guard size.bytes <= hostBytes else {
+            throw ValidationError("--memory \(memory): larger than this host's \(hostBytes >> 20) MiB of RAM")
+        }
+        guard cpus >= 1 else { throw ValidationError("--cpus \(cpus): at least one vCPU is needed") }
+        guard bootCPU >= 0, bootCPU < cpus else {
+            throw ValidationError("--boot-cpu \(bootCPU): must be between 0 and \(cpus - 1) for --cpus \(cpus)")
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level \(logLevel): use trace, debug, info, notice, warning, error or critical")
+        }
+    }
+
+    func run() throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .warning
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "swiftlet")
+        let memoryBytes = try! MemorySize.parse(memory).bytes   // checked in validate()
+
+        let kernelFile: KernelFile
+        do throws(LoaderError) {
+            if let kernel { kernelFile = try KernelFile.read(path: kernel) }
+            else { kernelFile = KernelFile(path: "<demo guest>", bytes: demoGuestImage) }
+        } catch { throw RuntimeFailure(error.description) }
+        var initrdFile: KernelFile?
+        do throws(LoaderError) { if let initrd { initrdFile = try KernelFile.read(path: initrd) } } catch {
+            throw RuntimeFailure("--initrd: \(error.description)")
+        }
+
+        let config = MachineConfiguration(
+            kernel: kernelFile, initrd: initrdFile, commandLine: Array(cmdline.utf8), memorySize: memoryBytes,
+            cpus: cpus, bootCPU: bootCPU, bootProtocol: boot.requested, forwardInput: !noStdin)
+        let machine: Machine
+        do { machine = try Machine(config, logger: logger) } catch {
+            throw RuntimeFailure(error.description)
+        }
+        logger.info("booting", metadata: ["kernel": "\(kernelFile.path)", "protocol": "\(machine.bootProtocol.rawValue)",
+                                          "why": "\(machine.protocolReason)"])
+        let watcher = try? SignalWatcher(onStop: { machine.stop(.signal($0)) }, onStatus: {})
+        let outcome = machine.run()
+        watcher?.finish()
+
+        if !outcome.isCleanExit {
+            printError("swiftlet: \(outcome.summary)")
+            if let dump = outcome.registerDump { printError(dump) }
+        }
+        if let report {
+            do { try RunReport(machine: machine, outcome: outcome).write(to: report) } catch {
+                printError("swiftlet: could not write the report to \(report): \(error)")
+                throw ExitCode(ExitStatus.vmmError)
+            }
+        }
+        throw ExitCode(outcome.exitStatus)
+    }
+}
+
+/// The `--report` file.
+struct RunReport: Encodable {
+    struct VCPU: Encodable {
+        let id: Int
+        let boot: Bool
+        let lastExit: String?
+        let exitCounts: [String: Int]
+    }
+    let kernel: String
+    let bootProtocol: String
+    let protocolReason: String
+    let memoryBytes: UInt64
+    let exitStatus: Int32
+    let reason: String
+    let vcpus: [VCPU]
+
+    init(machine: Machine, outcome: VMOutcome) {
+        kernel = machine.configuration.kernel.path
+        bootProtocol = machine.bootProtocol.rawValue
+        protocolReason = machine.protocolReason
+        memoryBytes = machine.configuration.memorySize
+        exitStatus = outcome.exitStatus
+        reason = outcome.summary
+        vcpus = machine.vcpuStatistics().enumerated().map { id, stats in
+            VCPU(id: id, boot: id == machine.configuration.bootCPU, lastExit: stats.lastExit, exitCounts: stats.exitCounts)
+        }
+    }
+
+    func write(to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data = try encoder.encode(self)
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw RuntimeFailure(String(cString: strerror(errno))) }
+        defer { close(fd) }
+        writeAll(fd, Array(data) + [UInt8(ascii: "\n")])
+    }
+}

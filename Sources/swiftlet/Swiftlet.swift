@@ -1,0 +1,54 @@
+import ArgumentParser
+import VMM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct Swiftlet: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swiftlet",
+        abstract: "A microVM monitor for Linux KVM.",
+        discussion: """
+            Runs a guest kernel on /dev/kvm with a 16550 serial console on COM1. With no \
+            --kernel, `swiftlet run` boots the built-in demo guest.
+            """,
+        version: "0.1.0",
+        subcommands: [Run.self, Inspect.self],
+        defaultSubcommand: nil)
+
+    /// Parses, runs, and maps every failure to one line and an exit status: 2 for usage errors,
+    /// 1 for run-time errors; never a trap or a backtrace.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let exit as ExitCode {
+            Glibc.exit(exit.rawValue)
+        } catch let failure as RuntimeFailure {
+            printError("swiftlet: \(failure.message)")
+            Glibc.exit(ExitStatus.vmmError)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                print(fullMessage(for: error))
+                Glibc.exit(0)
+            }
+            printError(fullMessage(for: error))
+            printError("Run 'swiftlet help' or 'swiftlet <command> --help' for usage.")
+            Glibc.exit(ExitStatus.usage)
+        }
+    }
+}
+
+/// A run-time failure (exit status 1) with its one-line message.
+struct RuntimeFailure: Error {
+    let message: String
+    init(_ message: String) { self.message = message }
+}
+
+func printError(_ line: String) {
+    var text = Array(line.utf8)
+    text.append(UInt8(ascii: "\n"))
+    writeAll(STDERR_FILENO, text)
+}

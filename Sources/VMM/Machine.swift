@@ -48,6 +48,9 @@ public enum MachineError: Error, CustomStringConvertible {
 
     public var description: String {
         switch self {
+        case let .kvm(error) where error.call.hasPrefix("open("):
+            "cannot open \(error.call.dropFirst(5).dropLast()): \(error.errno.description); "
+                + "is KVM enabled on this host, and may you read and write it (group kvm)?"
         case let .kvm(error): error.description
         case let .loader(error): error.description
         case let .boot(error): error.description
@@ -100,6 +103,27 @@ public final class Machine: Sendable {
         protocolReason = selection.reason
 
         do {
+            memory = try GuestMemory(regions: Layout.ramRegions(size: configuration.memorySize))
+        } catch { throw .memory(error) }
+        // Kernel, initrd, boot structures.
+        let loaded: LoadedKernel
+        do {
+            loaded = try image.load(into: memory, protocol: bootProtocol, floor: Layout.kernelFloor,
+                                    path: configuration.kernel.path)
+        } catch { throw .loader(error) }
+        var boot = BootConfiguration(protocol: bootProtocol, kernel: loaded, memorySize: configuration.memorySize,
+                                     commandLine: configuration.commandLine, initrd: configuration.initrd?.bytes)
+        if case let .bzImage(bz) = image {
+            boot.kernelCommandLineLimit = bz.version >= 0x0206 ? Int(bz.cmdlineSize) : 255
+            boot.initrdCeiling = UInt64(bz.initrdAddressMax) + 1
+        } else if bootProtocol == .linux {
+            boot.initrdCeiling = 0x8000_0000
+        }
+        do { bootState = try BootSetup.prepare(boot, in: memory) } catch { throw .boot(error) }
+
+        // KVM: the VM, its interrupt controllers and its memory. Input errors were found above,
+        // before /dev/kvm was opened.
+        do {
             system = try KVMSystem(path: kvmPath)
             let limit = system.maxVCPUs
             guard (1...limit).contains(configuration.cpus) else {
@@ -122,30 +146,11 @@ public final class Machine: Sendable {
         }
 
         do {
-            memory = try GuestMemory(regions: Layout.ramRegions(size: configuration.memorySize))
-        } catch { throw .memory(error) }
-        do {
             for (slot, region) in memory.regions.enumerated() {
                 try vm.setMemoryRegion(slot: UInt32(slot), guestAddress: region.start.rawValue,
                                        size: region.size, hostAddress: region.hostAddress)
             }
         } catch { throw .kvm(error) }
-
-        // Kernel, initrd, boot structures.
-        let loaded: LoadedKernel
-        do {
-            loaded = try image.load(into: memory, protocol: bootProtocol, floor: Layout.kernelFloor,
-                                    path: configuration.kernel.path)
-        } catch { throw .loader(error) }
-        var boot = BootConfiguration(protocol: bootProtocol, kernel: loaded, memorySize: configuration.memorySize,
-                                     commandLine: configuration.commandLine, initrd: configuration.initrd?.bytes)
-        if case let .bzImage(bz) = image {
-            boot.kernelCommandLineLimit = bz.version >= 0x0206 ? Int(bz.cmdlineSize) : 255
-            boot.initrdCeiling = UInt64(bz.initrdAddressMax) + 1
-        } else if bootProtocol == .linux {
-            boot.initrdCeiling = 0x8000_0000
-        }
-        do { bootState = try BootSetup.prepare(boot, in: memory) } catch { throw .boot(error) }
 
         // Devices. The serial IRQ goes through the in-kernel PIC/IOAPIC.
         let vmForIRQ = vm

@@ -99,7 +99,11 @@ struct Run: ParsableCommand {
         } catch { throw RuntimeFailure(error.description) }
         var initrdFile: KernelFile?
         do throws(LoaderError) { if let initrd { initrdFile = try KernelFile.read(path: initrd) } } catch {
-            throw RuntimeFailure("--initrd: \(error.description)")
+            switch error {
+            case let .unreadable(path, code): throw RuntimeFailure("\(path): cannot read initrd: \(String(cString: strerror(code)))")
+            case let .empty(path): throw RuntimeFailure("\(path): the initrd is empty")
+            default: throw RuntimeFailure(error.description)
+            }
         }
 
         let config = MachineConfiguration(

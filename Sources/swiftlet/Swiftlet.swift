@@ -34,8 +34,8 @@ struct Swiftlet: ParsableCommand {
                 print(fullMessage(for: error))
                 Glibc.exit(0)
             }
-            printError(fullMessage(for: error))
-            printError("Run 'swiftlet help' or 'swiftlet <command> --help' for usage.")
+            let message = Swiftlet.message(for: error).split(separator: "\n").joined(separator: " ")
+            printError("swiftlet: \(message) (see 'swiftlet help')")
             Glibc.exit(ExitStatus.usage)
         }
     }

@@ -1,0 +1,148 @@
+import Foundation
+import Testing
+
+/// Every bad input ends with one line naming the problem, and status 2 (usage) or 1 (run time).
+@Suite("Command line")
+struct CommandLineTests {
+    struct Case: CustomTestStringConvertible, Sendable {
+        let arguments: [String]
+        let status: Int32
+        let message: String
+        var testDescription: String { arguments.joined(separator: " ") }
+    }
+
+    static let usageCases: [Case] = [
+        Case(arguments: ["run", "--memory", "abc"], status: 2,
+             message: "swiftlet: --memory abc: not a size; write a number with an optional unit K, M, G or T, e.g. 512M or 4G (see 'swiftlet help')"),
+        Case(arguments: ["run", "--memory", "0"], status: 2,
+             message: "swiftlet: --memory 0: the size must be greater than zero (see 'swiftlet help')"),
+        Case(arguments: ["run", "--memory", "1M"], status: 2,
+             message: "swiftlet: --memory 1M: at least 2M of guest RAM is needed (see 'swiftlet help')"),
+        Case(arguments: ["run", "--memory", "4097K"], status: 2,
+             message: "swiftlet: --memory 4097K: must be a multiple of 4K (see 'swiftlet help')"),
+        Case(arguments: ["run", "--memory", "99999999999999999999G"], status: 2,
+             message: "swiftlet: --memory 99999999999999999999G: not a size; write a number with an optional unit K, M, G or T, e.g. 512M or 4G (see 'swiftlet help')"),
+        Case(arguments: ["run", "--cpus", "0"], status: 2,
+             message: "swiftlet: --cpus 0: at least one vCPU is needed (see 'swiftlet help')"),
+        Case(arguments: ["run", "--cpus", "2", "--boot-cpu", "2"], status: 2,
+             message: "swiftlet: --boot-cpu 2: must be between 0 and 1 for --cpus 2 (see 'swiftlet help')"),
+        Case(arguments: ["run", "--boot", "efi"], status: 2,
+             message: "swiftlet: The value 'efi' is invalid for '--boot <auto|pvh|xen64|linux>'. Please provide one of 'auto', 'pvh', 'xen64' or 'linux'. (see 'swiftlet help')"),
+        Case(arguments: ["inspect"], status: 2,
+             message: "swiftlet: Missing expected argument '<path>' (see 'swiftlet help')"),
+        Case(arguments: ["run", "--kernel", "/nonexistent/vmlinux"], status: 1,
+             message: "swiftlet: /nonexistent/vmlinux: cannot read kernel image: No such file or directory"),
+        Case(arguments: ["inspect", "/nonexistent/vmlinux"], status: 1,
+             message: "swiftlet: /nonexistent/vmlinux: cannot read kernel image: No such file or directory"),
+        Case(arguments: ["run", "--initrd", "/nonexistent/initrd"], status: 1,
+             message: "swiftlet: /nonexistent/initrd: cannot read initrd: No such file or directory"),
+    ]
+
+    @Test(arguments: usageCases)
+    func badArguments(_ c: Case) {
+        let result = Harness.swiftlet(c.arguments + (c.arguments.first == "run" ? ["--no-stdin"] : []))
+        #expect(result.status == c.status)
+        #expect(result.stderr == c.message + "\n")
+        #expect(result.stdout.isEmpty)
+    }
+
+    @Test func helpNamesTheOptions() {
+        let result = Harness.swiftlet(["run", "--help"])
+        #expect(result.status == 0)
+        for option in ["--kernel", "--initrd", "--cmdline", "--memory", "--cpus", "--boot-cpu", "--boot", "--report"] {
+            #expect(result.stdout.contains(option))
+        }
+    }
+}
+
+/// Bad kernel images, made from the probe by patching its headers.
+@Suite("Bad images")
+struct BadImageTests {
+    static func probeBytes() throws -> [UInt8] {
+        [UInt8](try Data(contentsOf: Harness.builtGuests().probe))
+    }
+
+    static func u16(_ b: [UInt8], _ o: Int) -> Int { Int(b[o]) | Int(b[o + 1]) << 8 }
+    static func u64(_ b: [UInt8], _ o: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(b[o + $1]) << (8 * UInt64($1)) } }
+    static func put64(_ b: inout [UInt8], _ o: Int, _ v: UInt64) { for i in 0..<8 { b[o + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) } }
+    static func put32(_ b: inout [UInt8], _ o: Int, _ v: UInt32) { for i in 0..<4 { b[o + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt32(i))) } }
+
+    /// File offsets of each program header of an ELF64 image, with its p_type.
+    static func programHeaders(_ b: [UInt8]) -> [(offset: Int, type: UInt32)] {
+        let phoff = Int(u64(b, 32)), size = u16(b, 54), count = u16(b, 56)
+        return (0..<count).map { i in
+            let o = phoff + i * size
+            return (o, UInt32(b[o]) | UInt32(b[o + 1]) << 8 | UInt32(b[o + 2]) << 16 | UInt32(b[o + 3]) << 24)
+        }
+    }
+
+    /// A minimal ELF32 i386 image: one PT_LOAD at 1 MiB, no notes, so no 32-bit-capable entry.
+    static func elf32WithoutNotes() -> [UInt8] {
+        var b = [UInt8](repeating: 0, count: 0x100)
+        b.replaceSubrange(0..<7, with: [0x7F, 0x45, 0x4C, 0x46, 1, 1, 1])
+        b[16] = 2; b[18] = 3; b[20] = 1                       // ET_EXEC, EM_386, EV_CURRENT
+        put32(&b, 24, 0x10_0000)                              // e_entry
+        put32(&b, 28, 52)                                     // e_phoff
+        b[40] = 52; b[42] = 32; b[44] = 1                     // e_ehsize, e_phentsize, e_phnum
+        put32(&b, 52, 1)                                      // PT_LOAD
+        put32(&b, 56, 0x80)                                   // p_offset
+        put32(&b, 60, 0x10_0000); put32(&b, 64, 0x10_0000)    // p_vaddr, p_paddr
+        put32(&b, 68, 0x10); put32(&b, 72, 0x10); put32(&b, 76, 5)
+        b[0x80] = 0xF4                                        // hlt
+        return b
+    }
+
+    struct Case: CustomTestStringConvertible, Sendable {
+        let name: String
+        let make: @Sendable ([UInt8]) -> [UInt8]
+        /// The line's start (after "swiftlet: ") and a fragment that must follow; sizes that depend
+        /// on the probe's build are left out.
+        let message: @Sendable (String) -> String
+        var suffix: String = ""
+        var testDescription: String { name }
+    }
+
+    static let cases: [Case] = [
+        Case(name: "not an ELF", make: { _ in Array("#!/bin/sh\necho not a kernel\n".utf8) },
+             message: { "\($0): not an ELF or bzImage kernel (no ELF magic, no HdrS header at 0x202)" }),
+        Case(name: "truncated ELF header", make: { Array($0.prefix(40)) },
+             message: { "\($0): truncated ELF: ELF header at offset 0x0 runs past the end of the file (size 0x28)" }),
+        Case(name: "truncated program headers", make: { Array($0.prefix(Int(u64($0, 32)) + 20)) },
+             message: { "\($0): truncated ELF: program header" }, suffix: "runs past the end of the file (size 0x54)"),
+        Case(name: "truncated segment", make: { image in
+            let load = programHeaders(image).first { $0.type == 1 }!
+            return Array(image.prefix(Int(u64(image, load.offset + 8)) + 16))
+        }, message: { "\($0): truncated ELF: segment 0 (p_filesz 0x" }, suffix: "at offset 0x1000 runs past the end of the file (size 0x1010)"),
+        Case(name: "segment outside memory", make: { image in
+            var b = image
+            let load = programHeaders(b).first { $0.type == 1 }!
+            put64(&b, load.offset + 24, 0x7FF0_0000)          // p_paddr far above 64 MiB
+            return b
+        }, message: { "\($0): segment 0 [0x7ff00000, 0x7ff" }, suffix: ") is outside guest memory (64 MiB)"),
+        Case(name: "segment below 1 MiB", make: { image in
+            var b = image
+            let load = programHeaders(b).first { $0.type == 1 }!
+            put64(&b, load.offset + 24, 0x8000)
+            return b
+        }, message: { "\($0): segment 0 [0x8000, 0x" }, suffix: ") starts below the lowest loadable address 0x100000"),
+        Case(name: "impossible note size", make: { image in
+            var b = image
+            let note = programHeaders(b).first { $0.type == 4 }!
+            put32(&b, Int(u64(b, note.offset + 8)) + 4, 0xFFFF_FF00)   // descsz of the first note
+            return b
+        }, message: { "\($0): Xen note at offset 0x" }, suffix: "has an impossible size (descsz 0xffffff00, only 0x"),
+        Case(name: "no usable entry point", make: { _ in elf32WithoutNotes() },
+             message: { "\($0): no usable entry point" }),
+    ]
+
+    @Test(arguments: cases)
+    func refusedWithOneLine(_ c: Case) throws {
+        let path = try Harness.temporaryFile("bad-\(c.name.replacingOccurrences(of: " ", with: "-"))", c.make(Self.probeBytes())).path
+        let run = Harness.swiftlet(["run", "--kernel", path, "--memory", "64M", "--no-stdin"])
+        #expect(run.status == 1)
+        #expect(run.stderr.hasPrefix("swiftlet: " + c.message(path)), "stderr: \(run.stderr)")
+        #expect(c.suffix.isEmpty || run.stderr.contains(c.suffix), "stderr: \(run.stderr)")
+        #expect(run.stderr.filter { $0 == "\n" }.count == 1)
+        #expect(!run.stderr.contains("Fatal error") && !run.stderr.contains("backtrace"))
+    }
+}

@@ -25,7 +25,7 @@ public final class Bus: Sendable {
     public struct OverlapError: Error, CustomStringConvertible {
         public let kind: Kind, base: UInt64, length: UInt64
         public var description: String {
-            "\(kind.rawValue) range 0x\(String(base, radix: 16))+0x\(String(length, radix: 16)) overlaps a registered device"
+            "\(kind.rawValue) range 0x\(String(base, radix: 16))+0x\(String(length, radix: 16)) is empty, wraps, or overlaps a registered device"
         }
     }
 
@@ -39,7 +39,10 @@ public final class Bus: Sendable {
     public init(_ kind: Kind, devices: [(base: UInt64, length: UInt64, device: any BusDevice)],
                 logger: Logger = Logger(label: "swiftlet.bus")) throws(OverlapError) {
         let sorted = devices.sorted { $0.base < $1.base }
-        for (previous, next) in zip(sorted, sorted.dropFirst()) where previous.base + previous.length > next.base {
+        for device in sorted where device.length == 0 || device.base > UInt64.max - (device.length - 1) {
+            throw OverlapError(kind: kind, base: device.base, length: device.length)   // empty or wraps
+        }
+        for (previous, next) in zip(sorted, sorted.dropFirst()) where next.base - previous.base < previous.length {
             throw OverlapError(kind: kind, base: next.base, length: next.length)
         }
         self.kind = kind

@@ -2,6 +2,8 @@
 /// status `value & 0xff`, so a guest exits 0 for success. Reads return 0.
 public final class PowerOffPort: BusDevice {
     public static let defaultPort: UInt64 = 0x500
+    /// Accesses of 1, 2 or 4 bytes at the port are all claimed.
+    public static let width: UInt64 = 4
     public init() {}
     public func read(offset: UInt64, size: Int) -> UInt64 { 0 }
     public func write(offset: UInt64, size: Int, value: UInt64) -> StopRequest? {

@@ -51,36 +51,33 @@ public final class Serial16550: BusDevice {
     /// Queues input bytes as if they arrived on the line; returns how many fitted in the FIFO.
     @discardableResult
     public func receive(_ bytes: some Collection<UInt8>) -> Int {
-        let (accepted, line) = state.withLock { s -> (Int, Bool?) in
+        state.withLock { s in
             let room = max(0, Self.fifoDepth - s.rx.count)
             let taken = bytes.prefix(room)
             s.rx.append(contentsOf: taken)
-            return (taken.count, Self.updateLine(&s))
+            updateLine(&s)
+            return taken.count
         }
-        if let line { interruptLine(line) }
-        return accepted
     }
 
     /// Room left in the receive FIFO.
     public var receiveRoom: Int { state.withLock { Self.fifoDepth - $0.rx.count } }
 
     public func read(offset: UInt64, size: Int) -> UInt64 {
-        let (value, line) = state.withLock { s -> (UInt8, Bool?) in
+        state.withLock { s in
             let value = Self.readRegister(offset, &s)
-            return (value, Self.updateLine(&s))
+            updateLine(&s)
+            return UInt64(value)
         }
-        if let line { interruptLine(line) }
-        return UInt64(value)
     }
 
     public func write(offset: UInt64, size: Int, value: UInt64) -> StopRequest? {
-        var transmitted: UInt8?
-        let line = state.withLock { s -> Bool? in
-            transmitted = Self.writeRegister(offset, UInt8(truncatingIfNeeded: value), &s)
-            return Self.updateLine(&s)
+        let transmitted = state.withLock { s in
+            let byte = Self.writeRegister(offset, UInt8(truncatingIfNeeded: value), &s)
+            updateLine(&s)
+            return byte
         }
         if let transmitted { output([transmitted]) }
-        if let line { interruptLine(line) }
         return nil
     }
 
@@ -134,8 +131,9 @@ public final class Serial16550: BusDevice {
             if enablingTx { s.txEmptyPending = true }
             return nil
         case iirFcr:
-            s.fifoEnabled = value & fcrEnable != 0
-            if value & fcrClearRx != 0 { s.rx.removeAll() }
+            let enable = value & fcrEnable != 0
+            if enable != s.fifoEnabled || value & fcrClearRx != 0 { s.rx.removeAll() }
+            s.fifoEnabled = enable
             return nil
         case lcr: s.lcr = value; return nil
         case mcr: s.mcr = value & 0x1F; return nil
@@ -152,11 +150,13 @@ public final class Serial16550: BusDevice {
         return iirNone
     }
 
-    /// The new INTR level if it changed. OUT2 gates the line onto the ISA bus, as on a PC.
-    private static func updateLine(_ s: inout State) -> Bool? {
-        let high = interruptIdentification(s) != iirNone && s.mcr & 0x08 != 0
-        guard high != s.lineHigh else { return nil }
+    /// Drives INTR when its level changes. Called with the lock held, so that the levels reach
+    /// the interrupt controller in the order the register accesses produced them. OUT2 gates the
+    /// line onto the ISA bus, as on a PC.
+    private func updateLine(_ s: inout State) {
+        let high = Self.interruptIdentification(s) != Self.iirNone && s.mcr & 0x08 != 0
+        guard high != s.lineHigh else { return }
         s.lineHigh = high
-        return high
+        interruptLine(high)
     }
 }

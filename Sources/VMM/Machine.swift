@@ -161,7 +161,7 @@ public final class Machine: Sendable {
             ports = try Bus(.port, devices: [
                 (Serial16550.com1Port, Serial16550.registerCount, serial),
                 (DebugExitPort.defaultPort, DebugExitPort.width, DebugExitPort()),
-                (PowerOffPort.defaultPort, 1, PowerOffPort()),
+                (PowerOffPort.defaultPort, PowerOffPort.width, PowerOffPort()),
                 (I8042.dataPort, I8042.commandPort - I8042.dataPort + 1, I8042()),
             ], logger: logger)
             mmio = try Bus(.mmio, devices: [], logger: logger)

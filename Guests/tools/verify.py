@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Static checks of the built guest images (no VM needed).
+
+usage: verify.py OUTDIR      (checks OUTDIR/probe.elf, probe.bin, probe.bzImage, demo.elf and, if
+                              present, Sources/DemoGuest/DemoGuestImage.swift against demo.elf)
+"""
+import os
+import re
+import struct
+import sys
+
+VIRT_BASE = 0xFFFFFFFF80000000
+errors = []
+
+
+def expect(cond, what):
+    if not cond:
+        errors.append(what)
+    print(("ok   " if cond else "FAIL ") + what)
+
+
+def parse_elf(path):
+    d = open(path, "rb").read()
+    assert d[:4] == b"\x7fELF" and d[4] == 2 and d[5] == 1, f"{path}: not ELF64 LE"
+    e_type, e_machine, _v, e_entry, e_phoff, e_shoff, _f, _eh, e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx = \
+        struct.unpack_from("<HHIQQQIHHHHHH", d, 16)
+    phdrs = [struct.unpack_from("<IIQQQQQQ", d, e_phoff + i * e_phentsize) for i in range(e_phnum)]
+    shdrs = [struct.unpack_from("<IIQQQQIIQQ", d, e_shoff + i * e_shentsize) for i in range(e_shnum)]
+    syms = {}
+    for sh in shdrs:
+        if sh[1] == 2:  # SHT_SYMTAB
+            strtab = shdrs[sh[6]]
+            for off in range(sh[4], sh[4] + sh[5], 24):
+                st_name, _info, _other, _shndx, st_value, _size = struct.unpack_from("<IBBHQQ", d, off)
+                name = d[strtab[4] + st_name:d.index(b"\0", strtab[4] + st_name)].decode()
+                if name:
+                    syms[name] = st_value
+    notes = []
+    for p in phdrs:
+        if p[0] != 4:  # PT_NOTE
+            continue
+        off, end = p[2], p[2] + p[5]
+        while off + 12 <= end:
+            namesz, descsz, ntype = struct.unpack_from("<III", d, off)
+            name = d[off + 12:off + 12 + namesz]
+            doff = off + 12 + ((namesz + 3) & ~3)
+            notes.append((name, ntype, d[doff:doff + descsz]))
+            off = doff + ((descsz + 3) & ~3)
+    return dict(data=d, type=e_type, machine=e_machine, entry=e_entry, phdrs=phdrs, syms=syms, notes=notes)
+
+
+def note_map(elf):
+    m = {}
+    for name, ntype, desc in elf["notes"]:
+        expect(name == b"Xen\0", f"note type {ntype} has name \"Xen\\0\" (got {name!r})")
+        m[ntype] = desc
+    return m
+
+
+def check_probe(out):
+    elf = parse_elf(os.path.join(out, "probe.elf"))
+    expect(elf["type"] == 2 and elf["machine"] == 62, "probe.elf is an x86-64 ET_EXEC")
+    expect(elf["entry"] == 0x100200, f"probe.elf e_entry 0x{elf['entry']:x} == 0x100200")
+    loads = sorted([p for p in elf["phdrs"] if p[0] == 1], key=lambda p: p[4])
+    expect(loads[0][4] == 0x100000, f"first PT_LOAD p_paddr 0x{loads[0][4]:x} == 0x100000")
+    for a, b in zip(loads, loads[1:]):
+        expect(a[4] + a[6] == b[4], f"PT_LOAD 0x{a[4]:x}+0x{a[6]:x} is followed directly by 0x{b[4]:x}")
+    for p in loads:
+        expect(p[3] == p[4] + VIRT_BASE, f"PT_LOAD p_vaddr 0x{p[3]:x} == VIRT_BASE + p_paddr")
+    bss = loads[-1][6] - loads[-1][5]
+    expect(bss >= 4096, f"last PT_LOAD has {bss} bytes of .bss (>= 4096)")
+    syms = elf["syms"]
+    expect(syms.get("startup_64") == VIRT_BASE + 0x100200, "startup_64 at VIRT_BASE + 0x100200")
+    n = note_map(elf)
+    expect(n.get(6) == b"swiftlet-probe\0", "GUEST_OS swiftlet-probe")
+    expect(n.get(7) == b"1\0", "GUEST_VERSION 1")
+    expect(n.get(5) == b"xen-3.0\0", "XEN_VERSION xen-3.0")
+    expect(n.get(8) == b"generic\0", "LOADER generic")
+    expect(n.get(3) == struct.pack("<Q", VIRT_BASE), "VIRT_BASE 0xffffffff80000000 (8 bytes)")
+    expect(n.get(4) == struct.pack("<Q", 0), "PADDR_OFFSET 0 (8 bytes)")
+    expect(n.get(1) == struct.pack("<Q", syms["xen64_start"]), f"ENTRY == xen64_start 0x{syms['xen64_start']:x}")
+    expect(n.get(18) == struct.pack("<I", syms["pvh_start"] - VIRT_BASE),
+           f"PHYS32_ENTRY == pvh_start physical 0x{syms['pvh_start'] - VIRT_BASE:x} (4 bytes)")
+    expect(n.get(10) == b"!writable_page_tables|auto_translated_physmap|supervisor_mode_kernel\0", "FEATURES string")
+    expect(n.get(17) == struct.pack("<I", 0xD), "SUPPORTED_FEATURES 0xd (4 bytes)")
+    expect(n.get(9) == b"yes\0", "PAE_MODE yes")
+    expect(n.get(14) == struct.pack("<I", 1), "SUSPEND_CANCEL 1 (4 bytes)")
+
+    # objcopy -O binary image == file contents of the PT_LOAD segments at their physical offsets
+    binary = open(os.path.join(out, "probe.bin"), "rb").read()
+    d = elf["data"]
+    same = all(binary[p[4] - 0x100000:p[4] - 0x100000 + p[5]] == d[p[2]:p[2] + p[5]] for p in loads)
+    expect(same, "probe.bin holds every PT_LOAD at p_paddr - 0x100000")
+    expect(binary[0x200:0x200 + 16] == d[loads[0][2] + 0x200:loads[0][2] + 0x210], "probe.bin has startup_64 at 0x200")
+
+    bz = open(os.path.join(out, "probe.bzImage"), "rb").read()
+    u8 = lambda o: bz[o]
+    u16 = lambda o: struct.unpack_from("<H", bz, o)[0]
+    u32 = lambda o: struct.unpack_from("<I", bz, o)[0]
+    u64 = lambda o: struct.unpack_from("<Q", bz, o)[0]
+    setup_sects = u8(0x1F1)
+    expect(setup_sects == 1, "bzImage setup_sects 1")
+    payload = bz[(setup_sects + 1) * 512:]
+    expect(payload == binary, "bzImage payload == probe.bin")
+    expect(u16(0x1FE) == 0xAA55, "bzImage boot_flag 0xAA55")
+    expect(bz[0x200] == 0xEB and 0x202 + bz[0x201] == 0x26C, "bzImage jump to the end of the header (0x26c)")
+    expect(bz[0x202:0x206] == b"HdrS", "bzImage header HdrS")
+    expect(u16(0x206) == 0x020F, "bzImage version 0x020f")
+    expect(u8(0x211) == 0x01, "bzImage loadflags LOADED_HIGH")
+    expect(u32(0x214) == 0x100000, "bzImage code32_start 0x100000")
+    expect(u32(0x22C) == 0x7FFFFFFF, "bzImage initrd_addr_max 0x7fffffff")
+    expect(u32(0x230) == 0x200000, "bzImage kernel_alignment 0x200000")
+    expect(u8(0x234) == 0, "bzImage relocatable_kernel 0")
+    expect(u16(0x236) == 0x0001, "bzImage xloadflags XLF_KERNEL_64")
+    expect(u32(0x238) == 2047, "bzImage cmdline_size 2047")
+    expect(u64(0x258) == 0x100000, "bzImage pref_address 0x100000")
+    mem_end = max(p[4] + p[6] for p in loads)
+    expect(u32(0x260) == ((mem_end - 0x100000 + 0xFFF) & ~0xFFF), f"bzImage init_size 0x{u32(0x260):x} covers .bss")
+    expect(u32(0x1F4) == (len(payload) + 15) // 16, "bzImage syssize = payload / 16 rounded up")
+
+
+def check_demo(out):
+    path = os.path.join(out, "demo.elf")
+    elf = parse_elf(path)
+    size = len(elf["data"])
+    expect(size < 4096, f"demo.elf is {size} bytes (< 4096)")
+    loads = sorted([p for p in elf["phdrs"] if p[0] == 1], key=lambda p: p[4])
+    expect(loads[0][4] == 0x100000, "demo.elf first PT_LOAD at 0x100000")
+    expect(all(p[4] >= 0x100000 for p in loads), "demo.elf loads nothing below 1 MiB")
+    n = note_map(elf)
+    expect(n.get(6) == b"swiftlet-demo\0", "demo GUEST_OS swiftlet-demo")
+    expect(n.get(5) == b"xen-3.0\0", "demo XEN_VERSION xen-3.0")
+    expect(n.get(8) == b"generic\0", "demo LOADER generic")
+    expect(n.get(18) == struct.pack("<I", elf["entry"]), "demo PHYS32_ENTRY == e_entry")
+    swift = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "Sources", "DemoGuest",
+                         "DemoGuestImage.swift")
+    if os.path.exists(swift):
+        text = open(swift).read()
+        body = text[text.index("public let demoGuestImage: [UInt8] = ["):]
+        embedded = bytes(int(x, 16) for x in re.findall(r"0x([0-9a-f]{2})", body))
+        expect(embedded == elf["data"], "DemoGuestImage.swift matches demo.elf")
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    check_probe(sys.argv[1])
+    check_demo(sys.argv[1])
+    if errors:
+        sys.exit(f"{len(errors)} check(s) failed")
+    print("all checks passed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+import Testing
+@testable import Devices
+
+@Suite("Power-off, debug-exit and i8042 ports")
+struct ExitDevicesTests {
+    @Test("PowerOffPort: a write of any width stops with status value & 0xff",
+          arguments: [(value: UInt64(0), size: 1, status: UInt8(0)), (1, 1, 1), (0x7F, 1, 0x7F), (0xFF, 1, 0xFF),
+                      (0x100, 2, 0), (0x1234, 2, 0x34), (0xDEAD_BE01, 4, 0x01), (0xFFFF_FFFF_FFFF_FF2A, 8, 0x2A)])
+    func powerOff(value: UInt64, size: Int, status: UInt8) {
+        let port = PowerOffPort()
+        #expect(port.write(offset: 0, size: size, value: value) == .powerOff(status: status))
+        #expect(port.read(offset: 0, size: size) == 0)
+    }
+
+    @Test("PowerOffPort through the bus at its default port")
+    func powerOffOnBus() throws {
+        let bus = try Bus(.port, devices: [(base: PowerOffPort.defaultPort, length: 1, device: PowerOffPort())])
+        #expect(PowerOffPort.defaultPort == 0x500)
+        #expect(bus.write(0x500, size: 1, value: 3) == .powerOff(status: 3))
+        #expect(bus.read(0x500, size: 1) == 0)
+        #expect(bus.write(0x501, size: 1, value: 3) == nil)
+    }
+
+    @Test("DebugExitPort.status(for:) is ((v << 1) | 1) & 0xff",
+          arguments: [(value: UInt32(0), status: Int32(1)), (1, 3), (0x7F, 0xFF), (0x80, 1), (0x81, 3),
+                      (0x10, 0x21), (0xFFFF_FFFF, 0xFF)])
+    func debugExitStatus(value: UInt32, status: Int32) {
+        #expect(DebugExitPort.status(for: value) == status)
+    }
+
+    @Test("DebugExitPort: a write stops with the value (truncated to 32 bits); reads return 0",
+          arguments: [(value: UInt64(0), expected: UInt32(0)), (0x31, 0x31), (0xFFFF_FFFF, 0xFFFF_FFFF),
+                      (0x1_0000_0002, 2)])
+    func debugExitWrite(value: UInt64, expected: UInt32) {
+        let port = DebugExitPort()
+        #expect(port.write(offset: 0, size: 4, value: value) == .debugExit(value: expected))
+        #expect(port.read(offset: 0, size: 4) == 0)
+    }
+
+    @Test("DebugExitPort sits at 0xF4, four bytes wide")
+    func debugExitLayout() throws {
+        #expect(DebugExitPort.defaultPort == 0xF4)
+        #expect(DebugExitPort.width == 4)
+        let bus = try Bus(.port, devices: [(base: DebugExitPort.defaultPort, length: DebugExitPort.width,
+                                            device: DebugExitPort())])
+        #expect(bus.write(0xF4, size: 4, value: 0x0000_0010) == .debugExit(value: 0x10))
+        #expect(bus.write(0xF4, size: 1, value: 0x1FF) == .debugExit(value: 0xFF), "the bus masks a byte write")
+        #expect(bus.write(0xF8, size: 1, value: 1) == nil)
+    }
+
+    @Test("I8042: 0xFE on the command port (offset 4) requests a reset")
+    func i8042Reset() {
+        let controller = I8042()
+        let stop = controller.write(offset: 4, size: 1, value: 0xFE)
+        guard case .reset = stop else {
+            Issue.record("expected .reset, got \(String(describing: stop))")
+            return
+        }
+    }
+
+    @Test("I8042: other commands on port 0x64 do nothing",
+          arguments: [UInt64(0x00), 0x20, 0x60, 0xAA, 0xAD, 0xD1, 0xF0, 0xFD, 0xFF])
+    func i8042OtherCommands(value: UInt64) {
+        #expect(I8042().write(offset: 4, size: 1, value: value) == nil)
+    }
+
+    @Test("I8042: 0xFE on any other offset does nothing", arguments: [UInt64(0), 1, 2, 3])
+    func i8042OtherPorts(offset: UInt64) {
+        #expect(I8042().write(offset: offset, size: 1, value: 0xFE) == nil)
+    }
+
+    @Test("I8042: reads return 0 on both ports", arguments: [UInt64(0), 4])
+    func i8042Reads(offset: UInt64) {
+        #expect(I8042().read(offset: offset, size: 1) == 0)
+    }
+
+    @Test("I8042 on the bus at 0x60..0x64: 0xFE to port 0x64 resets, to 0x60 does not")
+    func i8042OnBus() throws {
+        #expect(I8042.dataPort == 0x60)
+        #expect(I8042.commandPort == 0x64)
+        let bus = try Bus(.port, devices: [(base: I8042.dataPort, length: 5, device: I8042())])
+        guard case .reset = bus.write(0x64, size: 1, value: 0xFE) else {
+            Issue.record("0xFE to port 0x64 did not reset")
+            return
+        }
+        #expect(bus.write(0x60, size: 1, value: 0xFE) == nil)
+        #expect(bus.read(0x64, size: 1) == 0)
+        #expect(bus.read(0x65, size: 1) == 0xFF, "port 0x65 is not claimed")
+    }
+}

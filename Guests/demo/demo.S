@@ -67,7 +67,9 @@ _start:
 2:      add $24, %ebx
         dec %ecx
         jmp 1b
-3:      shrd $20, %ebp, %edi            /* bytes -> MiB (rounded down) */
+3:      add $0x80000, %edi              /* bytes -> MiB, to the nearest: the legacy */
+        adc $0, %ebp                    /* hole below 1 MiB is not RAM */
+        shrd $20, %ebp, %edi
         mov %edi, %eax
         call putdec
         mov $msg_cmdline, %eax

@@ -1,20 +1,30 @@
 import Logging
 
-/// Why a guest asked to stop, as the device that saw it reports it.
-public enum StopRequest: Equatable, Sendable {
+/// What a guest asked the VMM for through a device: all but `checkpoint` end the VM.
+public enum GuestRequest: Equatable, Sendable {
     /// Swiftlet's power-off port: the process exits with `status`.
     case powerOff(status: UInt8)
     /// QEMU's isa-debug-exit: the process exits with `(value << 1) | 1`.
     case debugExit(value: UInt32)
     /// A reset request (i8042 pulse, KVM system event).
     case reset(source: String)
+    /// ACPI S5 through the FADT sleep control register: a clean power-off (status 0).
+    case acpiPowerOff
+    /// Swiftlet's checkpoint port: record every vCPU's state under `label`, then go on.
+    case checkpoint(label: UInt32)
+
+    /// True for the requests that end the VM.
+    public var stopsVM: Bool {
+        if case .checkpoint = self { return false }
+        return true
+    }
 }
 
 /// A device on the port or MMIO bus. `offset` is relative to the start of the range the device
-/// was registered for; `size` is 1, 2, 4 (or 8 for MMIO). Returning a `StopRequest` ends the VM.
+/// was registered for; `size` is 1, 2, 4 (or 8 for MMIO). A returned `GuestRequest` goes to the VMM.
 public protocol BusDevice: AnyObject, Sendable {
     func read(offset: UInt64, size: Int) -> UInt64
-    func write(offset: UInt64, size: Int, value: UInt64) -> StopRequest?
+    func write(offset: UInt64, size: Int, value: UInt64) -> GuestRequest?
 }
 
 /// A port-I/O or MMIO bus: non-overlapping ranges, each owned by one device. An access that no
@@ -71,7 +81,7 @@ public final class Bus: Sendable {
         return entry.device.read(offset: address - entry.base, size: size) & Self.allOnes(size)
     }
 
-    public func write(_ address: UInt64, size: Int, value: UInt64) -> StopRequest? {
+    public func write(_ address: UInt64, size: Int, value: UInt64) -> GuestRequest? {
         guard let entry = find(address, size) else {
             logger.debug("unclaimed \(kind.rawValue) write", metadata: [
                 "address": "0x\(String(address, radix: 16))", "size": "\(size)", "value": "0x\(String(value, radix: 16))"])

@@ -6,7 +6,7 @@ public final class PowerOffPort: BusDevice {
     public static let width: UInt64 = 4
     public init() {}
     public func read(offset: UInt64, size: Int) -> UInt64 { 0 }
-    public func write(offset: UInt64, size: Int, value: UInt64) -> StopRequest? {
+    public func write(offset: UInt64, size: Int, value: UInt64) -> GuestRequest? {
         .powerOff(status: UInt8(truncatingIfNeeded: value))
     }
 }
@@ -18,7 +18,7 @@ public final class DebugExitPort: BusDevice {
     public static let width: UInt64 = 4
     public init() {}
     public func read(offset: UInt64, size: Int) -> UInt64 { 0 }
-    public func write(offset: UInt64, size: Int, value: UInt64) -> StopRequest? {
+    public func write(offset: UInt64, size: Int, value: UInt64) -> GuestRequest? {
         .debugExit(value: UInt32(truncatingIfNeeded: value))
     }
 
@@ -41,8 +41,35 @@ public final class I8042: BusDevice {
     /// Registered at 0x60 with length 5: offset 0 is the data port, offset 4 the command port.
     public func read(offset: UInt64, size: Int) -> UInt64 { 0 }
 
-    public func write(offset: UInt64, size: Int, value: UInt64) -> StopRequest? {
+    public func write(offset: UInt64, size: Int, value: UInt64) -> GuestRequest? {
         guard offset == Self.commandPort - Self.dataPort, value & 0xFF == Self.resetCommand else { return nil }
         return .reset(source: "i8042 reset (0xFE to port 0x64)")
+    }
+}
+
+/// Swiftlet's checkpoint port (0x504, up to 4 bytes): a write of `label` makes the VMM record
+/// every vCPU's MP state under that label (visible in `--report`); the guest then goes on.
+public final class CheckpointPort: BusDevice {
+    public static let defaultPort: UInt64 = 0x504
+    public static let width: UInt64 = 4
+    public init() {}
+    public func read(offset: UInt64, size: Int) -> UInt64 { 0 }
+    public func write(offset: UInt64, size: Int, value: UInt64) -> GuestRequest? {
+        .checkpoint(label: UInt32(truncatingIfNeeded: value))
+    }
+}
+
+/// The ACPI sleep control and status registers of a hardware-reduced FADT (ACPI 6.5, 4.8.3.7),
+/// two byte-wide ports: writing SLP_EN (bit 5) with SLP_TYP (bits 4:2) = `poweroffSleepType`
+/// to the control register powers the VM off. The status register reads 0 (never woken).
+public final class SleepControlPort: BusDevice {
+    public static let slpEnable: UInt64 = 1 << 5
+    public let poweroffSleepType: UInt64
+    public init(poweroffSleepType: UInt8) { self.poweroffSleepType = UInt64(poweroffSleepType) }
+    /// Registered over both ports: offset 0 is control, offset 1 status.
+    public func read(offset: UInt64, size: Int) -> UInt64 { 0 }
+    public func write(offset: UInt64, size: Int, value: UInt64) -> GuestRequest? {
+        guard offset == 0, value & Self.slpEnable != 0, (value >> 2) & 0x7 == poweroffSleepType else { return nil }
+        return .acpiPowerOff
     }
 }

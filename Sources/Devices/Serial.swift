@@ -71,7 +71,7 @@ public final class Serial16550: BusDevice {
         }
     }
 
-    public func write(offset: UInt64, size: Int, value: UInt64) -> StopRequest? {
+    public func write(offset: UInt64, size: Int, value: UInt64) -> GuestRequest? {
         let transmitted = state.withLock { s in
             let byte = Self.writeRegister(offset, UInt8(truncatingIfNeeded: value), &s)
             updateLine(&s)

@@ -3,6 +3,7 @@ import GuestMemory
 import KVM
 import Loader
 import Logging
+import Dispatch
 import Synchronization
 import X86
 #if canImport(Glibc)
@@ -13,6 +14,8 @@ import Glibc
 public struct MachineConfiguration: Sendable {
     /// The least guest RAM Swiftlet accepts.
     public static let minimumMemory = Layout.minimumMemory
+    /// The most vCPUs an MP table can describe (8-bit xAPIC IDs, one kept for the I/O APIC).
+    public static let maxCPUsWithMPTable = MPTable.maxCPUs
 
     public var kernel: KernelFile
     public var initrd: KernelFile?
@@ -22,6 +25,10 @@ public struct MachineConfiguration: Sendable {
     public var bootCPU: Int
     /// nil: pick automatically (PVH > xen64 > linux).
     public var bootProtocol: BootProtocol?
+    /// Write ACPI tables (RSDP, RSDT/XSDT, FADT, DSDT, MADT).
+    public var acpi: Bool = true
+    /// Write an Intel MP table (limits the VM to `MPTable.maxCPUs` vCPUs).
+    public var mpTable: Bool = true
     /// Forward standard input to the serial port.
     public var forwardInput: Bool
     /// Where the serial port's output goes (stdout by default).
@@ -61,14 +68,50 @@ public enum MachineError: Error, CustomStringConvertible {
     }
 }
 
-/// Per-vCPU counters, written by the vCPU's own thread and read by anyone.
-public struct VCPUStatistics: Sendable, Equatable {
-    public var exitCounts: [String: Int] = [:]
-    public var lastExit: String?
+/// A labelled snapshot of every vCPU, taken when the guest wrote to the checkpoint port.
+public struct Checkpoint: Sendable, Equatable {
+    public var label: UInt32
+    public var vcpu: Int
+    public var states: [VCPUStatus]
 }
 
-final class StatisticsCell: Sendable {
-    let value = Mutex(VCPUStatistics())
+/// A refused `setMPState`.
+public enum MPStateError: Error, Equatable, CustomStringConvertible {
+    case noSuchVCPU(Int, count: Int)
+    case invalidTransition(vcpu: Int, from: MPState?, to: MPState)
+    case kvm(KVMError)
+
+    public var description: String {
+        switch self {
+        case let .noSuchVCPU(id, count): "no vCPU \(id): this VM has vCPUs 0 to \(count - 1)"
+        case let .invalidTransition(vcpu, from, to):
+            "vCPU \(vcpu) cannot go from \(from.map(\.description) ?? "an unknown state") to \(to): \(MPStateRules.why(to))"
+        case let .kvm(error): error.description
+        }
+    }
+}
+
+/// Which MP-state changes the VMM may make (Intel SDM Vol. 3, 9.4, the MP initialization
+/// protocol): INIT may arrive in any state; a SIPI only matters to a vCPU waiting after INIT;
+/// only a running vCPU halts; a VMM-driven start (`RUNNABLE`) is allowed from any state, since
+/// the VMM sets the registers itself; any vCPU may be parked again (`UNINITIALIZED`).
+public enum MPStateRules {
+    public static func allows(from: MPState?, to: MPState) -> Bool {
+        if from == to { return true }
+        switch to {
+        case .runnable, .uninitialized, .initReceived: return true
+        case .sipiReceived: return from == .initReceived
+        case .halted: return from == .runnable
+        }
+    }
+
+    static func why(_ to: MPState) -> String {
+        switch to {
+        case .sipiReceived: "a SIPI is only accepted after INIT (INIT_RECEIVED)"
+        case .halted: "only a RUNNABLE vCPU can halt"
+        default: "not allowed"
+        }
+    }
 }
 
 /// A built virtual machine, ready to run once.
@@ -86,7 +129,11 @@ public final class Machine: Sendable {
     let serial: Serial16550
     let logger: Logger
     let stopState = Mutex<VMOutcome?>(nil)
-    let statistics: [StatisticsCell]
+    let slots: [VCPUSlot]
+    let checkpointLog = Mutex<[Checkpoint]>([])
+    let runStarted = Mutex<UInt64>(0)
+    /// Each vCPU's MP state when the machine was built, before any guest code ran.
+    public let initialMPStates: [MPState?]
 
     /// Builds the VM: memory, irqchip, kernel, boot structures, devices, vCPUs. No guest code runs.
     public init(_ configuration: MachineConfiguration, kvmPath: String = "/dev/kvm",
@@ -111,16 +158,6 @@ public final class Machine: Sendable {
             loaded = try image.load(into: memory, protocol: bootProtocol, floor: Layout.kernelFloor,
                                     path: configuration.kernel.path)
         } catch { throw .loader(error) }
-        var boot = BootConfiguration(protocol: bootProtocol, kernel: loaded, memorySize: configuration.memorySize,
-                                     commandLine: configuration.commandLine, initrd: configuration.initrd?.bytes)
-        if case let .bzImage(bz) = image {
-            boot.kernelCommandLineLimit = bz.version >= 0x0206 ? Int(bz.cmdlineSize) : 255
-            boot.initrdCeiling = UInt64(bz.initrdAddressMax) + 1
-        } else if bootProtocol == .linux {
-            boot.initrdCeiling = 0x8000_0000
-        }
-        do { bootState = try BootSetup.prepare(boot, in: memory) } catch { throw .boot(error) }
-
         // KVM: the VM, its interrupt controllers and its memory. Input errors were found above,
         // before /dev/kvm was opened.
         do {
@@ -128,6 +165,10 @@ public final class Machine: Sendable {
             let limit = system.maxVCPUs
             guard (1...limit).contains(configuration.cpus) else {
                 throw MachineError.configuration("--cpus \(configuration.cpus) is out of range: this KVM allows 1 to \(limit)")
+            }
+            guard !configuration.mpTable || configuration.cpus <= MPTable.maxCPUs else {
+                throw MachineError.configuration(
+                    "--cpus \(configuration.cpus) needs --mptable off: an MP table describes at most \(MPTable.maxCPUs) vCPUs (8-bit xAPIC IDs)")
             }
             guard (0..<configuration.cpus).contains(configuration.bootCPU) else {
                 throw MachineError.configuration("--boot-cpu \(configuration.bootCPU) is out of range: use 0 to \(configuration.cpus - 1)")
@@ -144,6 +185,26 @@ public final class Machine: Sendable {
         } catch {
             throw .configuration("\(error)")
         }
+
+        let supported: [CPUIDEntry]
+        do { supported = try system.supportedCPUID() } catch { throw .kvm(error) }
+        var boot = BootConfiguration(protocol: bootProtocol, kernel: loaded, memorySize: configuration.memorySize,
+                                     commandLine: configuration.commandLine, initrd: configuration.initrd?.bytes)
+        if case let .bzImage(bz) = image {
+            boot.kernelCommandLineLimit = bz.version >= 0x0206 ? Int(bz.cmdlineSize) : 255
+            boot.initrdCeiling = UInt64(bz.initrdAddressMax) + 1
+        } else if bootProtocol == .linux {
+            boot.initrdCeiling = 0x8000_0000
+        }
+        if configuration.mpTable {
+            let leaf1 = CPUIDTemplate.entries(from: supported, apicID: 0, count: configuration.cpus)
+                .first { $0.function == 1 }
+            boot.mpTable = MPTable(cpus: configuration.cpus, bootCPU: configuration.bootCPU,
+                                   cpuSignature: (leaf1?.eax ?? 0) & 0xFFF, featureFlags: leaf1?.edx ?? 0)
+        }
+        if configuration.acpi { boot.acpi = ACPI(cpus: configuration.cpus) }
+        do { bootState = try BootSetup.prepare(boot, in: memory) } catch { throw .boot(error) }
+
 
         do {
             for (slot, region) in memory.regions.enumerated() {
@@ -162,6 +223,8 @@ public final class Machine: Sendable {
                 (Serial16550.com1Port, Serial16550.registerCount, serial),
                 (DebugExitPort.defaultPort, DebugExitPort.width, DebugExitPort()),
                 (PowerOffPort.defaultPort, PowerOffPort.width, PowerOffPort()),
+                (CheckpointPort.defaultPort, CheckpointPort.width, CheckpointPort()),
+                (ACPI.sleepControlPort, 2, SleepControlPort(poweroffSleepType: ACPI.s5SleepType)),
                 (I8042.dataPort, I8042.commandPort - I8042.dataPort + 1, I8042()),
             ], logger: logger)
             mmio = try Bus(.mmio, devices: [], logger: logger)
@@ -170,7 +233,6 @@ public final class Machine: Sendable {
         // vCPUs: CPUID, MSRs, FPU, LAPIC for all; registers only for the boot vCPU. The others
         // stay UNINITIALIZED until the guest sends INIT-SIPI-SIPI.
         do {
-            let supported = try system.supportedCPUID()
             var vcpus: [VCPU] = []
             for id in 0..<configuration.cpus {
                 let vcpu = try vm.createVCPU(id: id)
@@ -188,7 +250,9 @@ public final class Machine: Sendable {
             }
             self.vcpus = vcpus
         } catch { throw .kvm(error) }
-        statistics = (0..<configuration.cpus).map { _ in StatisticsCell() }
+        let vcpus = self.vcpus
+        slots = vcpus.map(VCPUSlot.init)
+        initialMPStates = vcpus.map { try? $0.mpState() }
         logger.debug("machine built", metadata: [
             "protocol": "\(bootProtocol.rawValue)", "entry": "0x\(String(loaded.entry, radix: 16))",
             "memory": "\(configuration.memorySize)", "cpus": "\(configuration.cpus)"])
@@ -210,16 +274,21 @@ public final class Machine: Sendable {
     // MARK: Running
 
     /// Runs the VM until the guest stops it or an error occurs, then stops every vCPU thread and
-    /// joins it. Returns how the VM ended.
+    /// joins it. Returns how the VM ended. Call once.
     public func run() -> VMOutcome {
         KickSignal.ensureInstalled()
+        runStarted.withLock { $0 = monotonicNanoseconds() }
         let input = configuration.forwardInput ? ConsoleInput() : nil
         var threads: [NativeThread] = []
-        for vcpu in vcpus {
+        for slot in slots {
             do {
-                threads.append(try NativeThread(name: "vcpu\(vcpu.id)") { [self] in runLoop(vcpu) })
+                threads.append(try NativeThread(name: "vcpu\(slot.vcpu.id)") { [self] in
+                    slot.attach(NativeThread.current())
+                    runLoop(slot)
+                    slot.detach()
+                })
             } catch {
-                stop(.vmmError(vcpu: vcpu.id, message: error.description))
+                stop(.vmmError(vcpu: slot.vcpu.id, message: error.description))
                 break
             }
         }
@@ -237,36 +306,48 @@ public final class Machine: Sendable {
             return true
         }
         guard first else { return }
-        for vcpu in vcpus { vcpu.setImmediateExit(true) }
-        for (index, _) in vcpus.enumerated() { threadsToKick.withLock { $0[index] }?.signal(KickSignal.number) }
+        for slot in slots { slot.kick() }
     }
 
     var isStopping: Bool { stopState.withLock { $0 != nil } }
 
-    private let threadsToKick = Mutex<[Int: NativeThread]>([:])
-
-    private func runLoop(_ vcpu: VCPU) {
-        threadsToKick.withLock { $0[vcpu.id] = NativeThread.current() }
-        let stats = statistics[vcpu.id]
+    private func runLoop(_ slot: VCPUSlot) {
+        let vcpu = slot.vcpu
+        let start = runStarted.withLock { $0 }
         while !isStopping {
             let exit: VCPUExit
             do { exit = try vcpu.run() } catch {
                 stop(.vmmError(vcpu: vcpu.id, message: error.description))
                 return
             }
-            stats.value.withLock {
-                $0.exitCounts[exit.name, default: 0] += 1
-                $0.lastExit = exit.name
+            if case .interrupted = exit {
+                // A kick: serve requests, then re-arm KVM_RUN unless the VM is stopping (the
+                // loop condition is checked after the flag is cleared, so no stop is lost).
+                slot.serve()
+                vcpu.setImmediateExit(false)
+                continue
             }
-            if let outcome = handle(exit, on: vcpu) {
+            slot.record(exit, at: monotonicNanoseconds() - start)
+            if let outcome = handle(exit, on: slot) {
                 stop(outcome)
                 return
             }
         }
     }
 
+    /// A device's request: checkpoints are served here, everything else stops the VM.
+    private func serve(_ request: GuestRequest, from slot: VCPUSlot) -> VMOutcome? {
+        if case let .checkpoint(label) = request {
+            let states = status(servingOwnQueue: slot)
+            checkpointLog.withLock { $0.append(Checkpoint(label: label, vcpu: slot.vcpu.id, states: states)) }
+            return nil
+        }
+        return .guestStop(request, vcpu: slot.vcpu.id)
+    }
+
     /// Serves one exit; returns an outcome when the VM must stop.
-    private func handle(_ exit: VCPUExit, on vcpu: VCPU) -> VMOutcome? {
+    private func handle(_ exit: VCPUExit, on slot: VCPUSlot) -> VMOutcome? {
+        let vcpu = slot.vcpu
         switch exit {
         case let .portIn(port, size, count):
             for index in 0..<count {
@@ -274,15 +355,16 @@ public final class Machine: Sendable {
             }
         case let .portOut(port, size, count):
             for index in 0..<count {
-                if let request = ports.write(UInt64(port), size: size, value: UInt64(vcpu.ioValue(at: index))) {
-                    return .guestStop(request, vcpu: vcpu.id)
+                if let request = ports.write(UInt64(port), size: size, value: UInt64(vcpu.ioValue(at: index))),
+                   let outcome = serve(request, from: slot) {
+                    return outcome
                 }
             }
         case let .mmioRead(address, size):
             vcpu.completeMMIORead(mmio.read(address, size: size))
         case let .mmioWrite(address, size, value):
-            if let request = mmio.write(address, size: size, value: value) {
-                return .guestStop(request, vcpu: vcpu.id)
+            if let request = mmio.write(address, size: size, value: value), let outcome = serve(request, from: slot) {
+                return outcome
             }
         case .interrupted:
             break
@@ -314,6 +396,72 @@ public final class Machine: Sendable {
         return nil
     }
 
-    /// Exit counts and last exit of each vCPU, for reports.
-    public func vcpuStatistics() -> [VCPUStatistics] { statistics.map { $0.value.withLock { $0 } } }
+    // MARK: Inspection and control (for signals, reports, and the future API)
+
+    /// Every vCPU's MP state, RIP and exit counts, read on each vCPU's own thread.
+    public func status() -> [VCPUStatus] { status(servingOwnQueue: nil) }
+
+    /// `own` is the calling vCPU's slot when a vCPU thread asks: it reads itself directly and
+    /// keeps serving its own queue while it waits, so two vCPUs asking at once cannot deadlock.
+    func status(servingOwnQueue own: VCPUSlot?) -> [VCPUStatus] {
+        let results = slots.map { _ in Locked<(MPState?, UInt64?)>((nil, nil)) }
+        var waits: [DispatchSemaphore] = []
+        for (index, slot) in slots.enumerated() {
+            let read: @Sendable (VCPU) -> Void = { vcpu in
+                results[index].value = ((try? vcpu.mpState()) ?? nil, try? vcpu.registers().rip)
+            }
+            if slot === own { read(slot.vcpu) } else { waits.append(slot.submit(read)) }
+        }
+        for wait in waits {
+            while wait.wait(timeout: .now() + .milliseconds(1)) == .timedOut { own?.serve() }
+        }
+        return slots.enumerated().map { index, slot in
+            let counters = slot.counters.withLock { $0 }
+            let (state, rip) = results[index].value
+            return VCPUStatus(id: slot.vcpu.id, mpState: state, rip: rip, lastExit: counters.lastExit,
+                              exitCounts: counters.exitCounts, firstExitNanoseconds: counters.firstExit)
+        }
+    }
+
+    /// `KVM_SET_MP_STATE` on one vCPU, for a VMM-driven start; refuses transitions the MP
+    /// initialization protocol does not have (`MPStateRules`).
+    public func setMPState(_ state: MPState, vcpu id: Int) throws(MPStateError) {
+        guard slots.indices.contains(id) else { throw .noSuchVCPU(id, count: slots.count) }
+        let outcome = Locked<Result<Void, MPStateError>>(.success(()))
+        slots[id].submit { vcpu in
+            let result: Result<Void, MPStateError>
+            do throws(KVMError) {
+                let current = try vcpu.mpState()
+                if MPStateRules.allows(from: current, to: state) {
+                    try vcpu.setMPState(state)
+                    result = .success(())
+                } else {
+                    result = .failure(.invalidTransition(vcpu: id, from: current, to: state))
+                }
+            } catch {
+                result = .failure(.kvm(error))
+            }
+            outcome.value = result
+        }.wait()
+        try outcome.value.get()
+    }
+
+    /// The checkpoints the guest asked for, in order.
+    public var checkpoints: [Checkpoint] { checkpointLog.withLock { $0 } }
+
+    /// A table of every vCPU for humans (SIGUSR1).
+    public func statusTable() -> String {
+        var lines = ["vCPU  MP state        last exit       exits    first exit    rip"]
+        for s in status() {
+            let first = s.firstExitNanoseconds.map { "\($0 / 1000) us" } ?? "-"
+            let rip = s.rip.map { "0x" + String($0, radix: 16) } ?? "-"
+            lines.append(pad("\(s.id)\(s.id == configuration.bootCPU ? "*" : "")", 6) + pad(s.mpState?.description ?? "?", 16)
+                         + pad(s.lastExit ?? "-", 16) + pad("\(s.totalExits)", 9) + pad(first, 14) + rip)
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    private func pad(_ text: String, _ width: Int) -> String {
+        text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
+    }
 }

@@ -21,7 +21,7 @@ public enum ExitStatus {
 }
 
 public enum VMOutcome: Equatable, Sendable {
-    case guestStop(StopRequest, vcpu: Int)
+    case guestStop(GuestRequest, vcpu: Int)
     case tripleFault(vcpu: Int, registers: String)
     case kvmFailure(vcpu: Int, what: String, registers: String)
     case vmmError(vcpu: Int?, message: String)
@@ -35,6 +35,7 @@ public enum VMOutcome: Equatable, Sendable {
             case let .powerOff(status): Int32(status)
             case let .debugExit(value): DebugExitPort.status(for: value)
             case .reset: ExitStatus.reset
+            case .acpiPowerOff, .checkpoint: 0
             }
         case .tripleFault: ExitStatus.tripleFault
         case .kvmFailure: ExitStatus.kvmFailure
@@ -52,6 +53,8 @@ public enum VMOutcome: Equatable, Sendable {
             case let .debugExit(value):
                 "guest wrote 0x\(String(value, radix: 16)) to isa-debug-exit (port 0xf4, vCPU \(vcpu)): status \(DebugExitPort.status(for: value))"
             case let .reset(source): "guest requested a reset: \(source), vCPU \(vcpu); the VM is stopped"
+            case .acpiPowerOff: "guest powered off through ACPI (S5 to the sleep control register, port 0x508, vCPU \(vcpu))"
+            case let .checkpoint(label): "guest checkpoint \(label) (vCPU \(vcpu))"
             }
         case let .tripleFault(vcpu, _): "guest triple-faulted on vCPU \(vcpu) (KVM_EXIT_SHUTDOWN)"
         case let .kvmFailure(vcpu, what, _): "KVM could not run vCPU \(vcpu): \(what)"

@@ -66,7 +66,10 @@ public struct BootConfiguration: Sendable {
     public var kernelCommandLineLimit: Int?
     /// Highest address the initrd may end at (bzImage `initrd_addr_max` + 1), if stated.
     public var initrdCeiling: UInt64?
-    public var rsdpAddress: UInt64 = 0
+    /// Intel MP table to write, if any.
+    public var mpTable: MPTable?
+    /// ACPI tables to write, if any; their RSDP address goes to the guest.
+    public var acpi: ACPI?
 
     public init(protocol: BootProtocol, kernel: LoadedKernel, memorySize: UInt64, commandLine: [UInt8],
                 initrd: [UInt8]? = nil, kernelCommandLineLimit: Int? = nil, initrdCeiling: UInt64? = nil) {
@@ -99,7 +102,16 @@ public enum BootSetup {
         guard config.commandLine.count <= limit else {
             throw .commandLineTooLong(length: config.commandLine.count, limit: limit, protocol: config.bootProtocol)
         }
+        var rsdpAddress: UInt64 = 0
         do {
+            if let mp = config.mpTable {
+                try memory.write(mp.floatingPointer.bytes, at: GuestAddress(MPTable.floatingPointerAddress))
+                try memory.write(mp.configuration.bytes, at: GuestAddress(MPTable.configurationAddress))
+            }
+            if let acpi = config.acpi {
+                for table in acpi.tables() { try memory.write(table.bytes, at: GuestAddress(table.address)) }
+                rsdpAddress = Layout.rsdp
+            }
             try memory.write(BootGDT.entries.flatMap { ByteImage.le($0) }, at: GuestAddress(Layout.gdt))
             try memory.fill(0, at: GuestAddress(Layout.idt), count: 8)
             try memory.write(config.commandLine + [0], at: GuestAddress(Layout.commandLine))
@@ -113,6 +125,8 @@ public enum BootSetup {
         state.tr = BootGDT.tss.segment(selector: BootGDT.tssSelector)
         state.registers.rip = config.kernel.entry
         state.placements = ["gdt": Layout.gdt, "cmdline": Layout.commandLine]
+        if config.mpTable != nil { state.placements["mp_table"] = MPTable.floatingPointerAddress }
+        if rsdpAddress != 0 { state.placements["rsdp"] = rsdpAddress }
         if let initrdAddress { state.placements["initrd"] = initrdAddress }
         let map = MemoryMapEntry.standard(memorySize: config.memorySize)
 
@@ -120,7 +134,7 @@ public enum BootSetup {
         case .pvh:
             var info = HVMStartInfo()
             info.commandLineAddress = Layout.commandLine
-            info.rsdpAddress = config.rsdpAddress
+            info.rsdpAddress = rsdpAddress
             info.memoryMapAddress = Layout.pvhMemoryMap
             info.memoryMap = map
             if let initrdAddress, let initrd = config.initrd {
@@ -167,7 +181,7 @@ public enum BootSetup {
             var zero = ZeroPage()
             zero.setupHeader = config.kernel.setupHeader
             zero.commandLineAddress = Layout.commandLine
-            zero.rsdpAddress = config.rsdpAddress
+            zero.rsdpAddress = rsdpAddress
             zero.e820 = map
             if let initrdAddress, let initrd = config.initrd {
                 zero.ramdiskAddress = initrdAddress

@@ -10,6 +10,12 @@ import Glibc
 
 extension BootProtocol: ExpressibleByArgument {}
 
+/// `on` / `off` switches.
+enum Switch: String, ExpressibleByArgument, CaseIterable {
+    case on, off
+    var isOn: Bool { self == .on }
+}
+
 /// `--boot auto|pvh|xen64|linux`.
 enum BootChoice: String, ExpressibleByArgument, CaseIterable {
     case auto, pvh, xen64, linux
@@ -38,7 +44,7 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Guest RAM, e.g. 512M or 4G (binary units; a bare number is MiB). RAM above 3 GiB is placed above 4 GiB.", valueName: "size"))
     var memory: String = "128M"
 
-    @Option(help: ArgumentHelp("Number of vCPUs, 1 up to this KVM's limit.", valueName: "n"))
+    @Option(help: ArgumentHelp("Number of vCPUs: 1 to 254 with the MP table (8-bit xAPIC IDs, one kept for the I/O APIC); with --mptable off, up to this KVM's limit (KVM_CAP_MAX_VCPUS), IDs of 255 and above as ACPI x2APIC entries. Only the boot vCPU runs at first; the others wait for INIT-SIPI-SIPI.", valueName: "n"))
     var cpus: Int = 1
 
     @Option(name: .customLong("boot-cpu"), help: ArgumentHelp("Index of the boot vCPU (the BSP).", valueName: "k"))
@@ -47,7 +53,13 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Boot protocol: auto picks pvh, then xen64, then linux.", valueName: "auto|pvh|xen64|linux"))
     var boot: BootChoice = .auto
 
-    @Option(help: ArgumentHelp("Write a JSON report of the run to this file when the VM ends.", valueName: "file"))
+    @Option(help: ArgumentHelp("ACPI tables (RSDP at 0xE0000, XSDT, FADT, DSDT, MADT).", valueName: "on|off"))
+    var acpi: Switch = .on
+
+    @Option(help: ArgumentHelp("Intel MP table (floating pointer at 0x9FC00).", valueName: "on|off"))
+    var mptable: Switch = .on
+
+    @Option(help: ArgumentHelp("Write a JSON report when the VM ends: why it ended, and per vCPU its MP state, last exit, exit counts, time to first exit, and the guest's checkpoints. Send SIGUSR1 during the run for a table of the vCPUs on stderr.", valueName: "file"))
     var report: String?
 
     @Option(name: .customLong("log-level"), help: ArgumentHelp("Log level on stderr: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
@@ -74,6 +86,9 @@ struct Run: ParsableCommand {
             throw ValidationError("--memory \(memory): larger than this host's \(hostBytes >> 20) MiB of RAM")
         }
         guard cpus >= 1 else { throw ValidationError("--cpus \(cpus): at least one vCPU is needed") }
+        if mptable.isOn && cpus > MachineConfiguration.maxCPUsWithMPTable {
+            throw ValidationError("--cpus \(cpus): the MP table describes at most \(MachineConfiguration.maxCPUsWithMPTable) vCPUs; add --mptable off to use more")
+        }
         guard bootCPU >= 0, bootCPU < cpus else {
             throw ValidationError("--boot-cpu \(bootCPU): must be between 0 and \(cpus - 1) for --cpus \(cpus)")
         }
@@ -106,16 +121,19 @@ struct Run: ParsableCommand {
             }
         }
 
-        let config = MachineConfiguration(
+        var config = MachineConfiguration(
             kernel: kernelFile, initrd: initrdFile, commandLine: Array(cmdline.utf8), memorySize: memoryBytes,
             cpus: cpus, bootCPU: bootCPU, bootProtocol: boot.requested, forwardInput: !noStdin)
+        config.acpi = acpi.isOn
+        config.mpTable = mptable.isOn
         let machine: Machine
         do { machine = try Machine(config, logger: logger) } catch {
             throw RuntimeFailure(error.description)
         }
         logger.info("booting", metadata: ["kernel": "\(kernelFile.path)", "protocol": "\(machine.bootProtocol.rawValue)",
                                           "why": "\(machine.protocolReason)"])
-        let watcher = try? SignalWatcher(onStop: { machine.stop(.signal($0)) }, onStatus: {})
+        let watcher = try? SignalWatcher(onStop: { machine.stop(.signal($0)) },
+                                         onStatus: { printError(machine.statusTable(), newline: false) })
         let outcome = machine.run()
         watcher?.finish()
 
@@ -138,26 +156,46 @@ struct RunReport: Encodable {
     struct VCPU: Encodable {
         let id: Int
         let boot: Bool
+        let mpState: String?
+        let initialMPState: String?
         let lastExit: String?
         let exitCounts: [String: Int]
+        let firstExitMicroseconds: UInt64?
+    }
+    struct CheckpointEntry: Encodable {
+        struct State: Encodable { let id: Int; let mpState: String? }
+        let label: UInt32
+        let vcpu: Int
+        let states: [State]
     }
     let kernel: String
     let bootProtocol: String
     let protocolReason: String
     let memoryBytes: UInt64
+    let cpus: Int
+    let bootCPU: Int
     let exitStatus: Int32
     let reason: String
     let vcpus: [VCPU]
+    let checkpoints: [CheckpointEntry]
 
     init(machine: Machine, outcome: VMOutcome) {
-        kernel = machine.configuration.kernel.path
+        let config = machine.configuration
+        kernel = config.kernel.path
         bootProtocol = machine.bootProtocol.rawValue
         protocolReason = machine.protocolReason
-        memoryBytes = machine.configuration.memorySize
+        memoryBytes = config.memorySize
+        cpus = config.cpus
+        bootCPU = config.bootCPU
         exitStatus = outcome.exitStatus
         reason = outcome.summary
-        vcpus = machine.vcpuStatistics().enumerated().map { id, stats in
-            VCPU(id: id, boot: id == machine.configuration.bootCPU, lastExit: stats.lastExit, exitCounts: stats.exitCounts)
+        vcpus = machine.status().map { s in
+            VCPU(id: s.id, boot: s.id == config.bootCPU, mpState: s.mpState?.description,
+                 initialMPState: machine.initialMPStates[s.id]?.description, lastExit: s.lastExit,
+                 exitCounts: s.exitCounts, firstExitMicroseconds: s.firstExitNanoseconds.map { $0 / 1000 })
+        }
+        checkpoints = machine.checkpoints.map { c in
+            CheckpointEntry(label: c.label, vcpu: c.vcpu, states: c.states.map { .init(id: $0.id, mpState: $0.mpState?.description) })
         }
     }
 

@@ -47,8 +47,8 @@ struct RuntimeFailure: Error {
     init(_ message: String) { self.message = message }
 }
 
-func printError(_ line: String) {
+func printError(_ line: String, newline: Bool = true) {
     var text = Array(line.utf8)
-    text.append(UInt8(ascii: "\n"))
+    if newline { text.append(UInt8(ascii: "\n")) }
     writeAll(STDERR_FILENO, text)
 }

@@ -9,9 +9,9 @@ final class ProbeDevice: BusDevice {
     }
     private let log = Mutex<[Access]>([])
     let readValue: UInt64
-    let stop: StopRequest?
+    let stop: GuestRequest?
 
-    init(readValue: UInt64 = 0, stop: StopRequest? = nil) {
+    init(readValue: UInt64 = 0, stop: GuestRequest? = nil) {
         self.readValue = readValue
         self.stop = stop
     }
@@ -23,7 +23,7 @@ final class ProbeDevice: BusDevice {
         return readValue
     }
 
-    func write(offset: UInt64, size: Int, value: UInt64) -> StopRequest? {
+    func write(offset: UInt64, size: Int, value: UInt64) -> GuestRequest? {
         log.withLock { $0.append(Access(isWrite: true, offset: offset, size: size, value: value)) }
         return stop
     }

@@ -42,7 +42,7 @@ private func makeUART() -> (Serial16550, UARTRecorder) {
 extension Serial16550 {
     func read(_ offset: UInt64) -> UInt64 { read(offset: offset, size: 1) }
     @discardableResult
-    func write(_ offset: UInt64, _ value: UInt64) -> StopRequest? { write(offset: offset, size: 1, value: value) }
+    func write(_ offset: UInt64, _ value: UInt64) -> GuestRequest? { write(offset: offset, size: 1, value: value) }
     /// Low 4 bits of IIR: the interrupt identification proper.
     func interruptID() -> UInt64 { read(UART.iirFcr) & 0x0F }
 }

@@ -1,0 +1,109 @@
+/// ACPI tables (ACPI 6.5): RSDP → RSDT/XSDT → FADT (hardware-reduced) → DSDT, and the MADT.
+/// Laid out from `Layout.rsdp` upwards, inside the reserved BIOS area.
+public struct ACPI: Equatable, Sendable {
+    public static let oemID = "SWIFTL"
+    public static let oemTableID = "SWIFTLET"
+    public static let creatorID = "SWFT"
+    /// FADT sleep control / status registers: I/O ports that Swiftlet's `SleepControlPort` serves.
+    public static let sleepControlPort: UInt64 = 0x508
+    public static let sleepStatusPort: UInt64 = 0x509
+    public static let sciInterrupt: UInt16 = 9
+    /// AML for `Name (_S5, Package (4) { 5, 5, 0, 0 })`: the sleep type a guest writes to power off.
+    public static let s5AML: [UInt8] = [0x08, 0x5F, 0x53, 0x35, 0x5F, 0x12, 0x08, 0x04, 0x0A, 0x05, 0x0A, 0x05, 0x00, 0x00]
+    public static let s5SleepType: UInt8 = 5
+
+    public var cpus: Int
+
+    public init(cpus: Int) { self.cpus = cpus }
+
+    /// Two's complement of the byte sum: the value that makes `bytes` sum to zero.
+    public static func checksum(_ bytes: [UInt8]) -> UInt8 {
+        0 &- bytes.reduce(0, &+)
+    }
+
+    /// A system description table with its 36-byte header; the checksum is filled in.
+    static func table(_ signature: String, revision: UInt8, body: [UInt8]) -> [UInt8] {
+        var image = ByteImage(size: 36)
+        image.put(Array(signature.utf8), at: 0)
+        image.put(UInt32(36 + body.count), at: 4)
+        image.put(revision, at: 8)
+        image.put(Array(oemID.utf8), at: 10)
+        image.put(Array(oemTableID.utf8), at: 16)
+        image.put(UInt32(1), at: 24)
+        image.put(Array(creatorID.utf8), at: 28)
+        image.put(UInt32(1), at: 32)
+        var bytes = image.bytes + body
+        bytes[9] = checksum(bytes)
+        return bytes
+    }
+
+    /// The I/O APIC's ID in the MADT (and MP table): after the last xAPIC ID when there is room.
+    public var ioAPICID: UInt8 { cpus < 255 ? UInt8(cpus) : 0 }
+
+    public var madt: [UInt8] {
+        var body = ByteImage(size: 8)
+        body.put(UInt32(Layout.lapic), at: 0)
+        body.put(UInt32(1), at: 4)                                  // PCAT_COMPAT: 8259s present
+        var entries: [UInt8] = []
+        for cpu in 0..<cpus {
+            if cpu < 255 {
+                entries += [0, 8, UInt8(cpu), UInt8(cpu)] + ByteImage.le(UInt32(1))
+            } else {
+                entries += [9, 16, 0, 0] + ByteImage.le(UInt32(cpu)) + ByteImage.le(UInt32(1)) + ByteImage.le(UInt32(cpu))
+            }
+        }
+        entries += [1, 12, ioAPICID, 0] + ByteImage.le(UInt32(Layout.ioapic)) + ByteImage.le(UInt32(0))
+        entries += [2, 10, 0, UInt8(Self.sciInterrupt)] + ByteImage.le(UInt32(Self.sciInterrupt)) + ByteImage.le(UInt16(0x000D))
+        entries += [4, 6, 0xFF] + ByteImage.le(UInt16(0)) + [1]
+        if cpus > 255 {
+            entries += [0xA, 12] + ByteImage.le(UInt16(0)) + ByteImage.le(UInt32.max) + [1, 0, 0, 0]
+        }
+        return Self.table("APIC", revision: 5, body: body.bytes + entries)
+    }
+
+    public var dsdt: [UInt8] { Self.table("DSDT", revision: 2, body: Self.s5AML) }
+
+    /// Generic Address Structure for a byte-wide I/O port.
+    static func ioPort(_ port: UInt64) -> [UInt8] { [1, 8, 0, 1] + ByteImage.le(port) }
+
+    public func fadt(dsdtAddress: UInt64) -> [UInt8] {
+        var body = ByteImage(size: 276 - 36)
+        func put<T: FixedWidthInteger>(_ value: T, _ offset: Int) { body.put(value, at: offset - 36) }
+        put(UInt32(truncatingIfNeeded: dsdtAddress), 40)
+        put(Self.sciInterrupt, 46)
+        put(UInt32(1 << 20), 112)                                   // flags: HW_REDUCED_ACPI
+        put(UInt8(0), 131)                                          // minor version
+        put(dsdtAddress, 140)                                       // X_DSDT
+        body.put(Self.ioPort(Self.sleepControlPort), at: 244 - 36)
+        body.put(Self.ioPort(Self.sleepStatusPort), at: 256 - 36)
+        body.put(Array("SWIFTLET".utf8), at: 268 - 36)
+        return Self.table("FACP", revision: 6, body: body.bytes)
+    }
+
+    /// Every table with its address, RSDP first, for tables starting at `base`.
+    public func tables(at base: UInt64 = Layout.rsdp) -> [(address: UInt64, bytes: [UInt8])] {
+        func align(_ value: UInt64) -> UInt64 { (value + 15) & ~15 }
+        let dsdtAddress = align(base + 36)
+        let dsdt = self.dsdt
+        let fadtAddress = align(dsdtAddress + UInt64(dsdt.count))
+        let fadt = self.fadt(dsdtAddress: dsdtAddress)
+        let madtAddress = align(fadtAddress + UInt64(fadt.count))
+        let madt = self.madt
+        let rsdtAddress = align(madtAddress + UInt64(madt.count))
+        let rsdt = Self.table("RSDT", revision: 1, body: [fadtAddress, madtAddress].flatMap { ByteImage.le(UInt32($0)) })
+        let xsdtAddress = align(rsdtAddress + UInt64(rsdt.count))
+        let xsdt = Self.table("XSDT", revision: 1, body: [fadtAddress, madtAddress].flatMap { ByteImage.le($0) })
+
+        var rsdp = ByteImage(size: 36)
+        rsdp.put(Array("RSD PTR ".utf8), at: 0)
+        rsdp.put(Array(Self.oemID.utf8), at: 9)
+        rsdp.put(UInt8(2), at: 15)
+        rsdp.put(UInt32(rsdtAddress), at: 16)
+        rsdp.put(UInt32(36), at: 20)
+        rsdp.put(xsdtAddress, at: 24)
+        rsdp.put(Self.checksum(Array(rsdp.bytes[0..<20])), at: 8)
+        rsdp.put(Self.checksum(rsdp.bytes), at: 32)
+        return [(base, rsdp.bytes), (dsdtAddress, dsdt), (fadtAddress, fadt), (madtAddress, madt),
+                (rsdtAddress, rsdt), (xsdtAddress, xsdt)]
+    }
+}

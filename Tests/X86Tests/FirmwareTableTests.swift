@@ -1,0 +1,118 @@
+import GuestMemory
+import Loader
+import Testing
+@testable import X86
+
+func sum(_ bytes: some Collection<UInt8>) -> UInt8 { bytes.reduce(0, &+) }
+func le32(_ b: [UInt8], _ o: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(b[o + $1]) << (8 * UInt32($1)) } }
+func le64(_ b: [UInt8], _ o: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(b[o + $1]) << (8 * UInt64($1)) } }
+
+@Suite("MP table")
+struct MPTableTests {
+    @Test(arguments: [(1, 0), (4, 2), (64, 63), (254, 0)])
+    func structureAndChecksums(cpus: Int, boot: Int) {
+        let table = MPTable(cpus: cpus, bootCPU: boot, cpuSignature: 0x6F8, featureFlags: 0x1789_FBFF)
+        let pointer = table.floatingPointer.bytes
+        #expect(pointer.count == 16 && sum(pointer) == 0)
+        #expect(Array(pointer[0..<4]) == Array("_MP_".utf8))
+        #expect(le32(pointer, 4) == 0x9FC10 && pointer[8] == 1 && pointer[9] == 4 && pointer[11...].allSatisfy { $0 == 0 })
+
+        let config = table.configuration.bytes
+        #expect(config.count == 44 + 20 * cpus + 160 && sum(config) == 0)
+        #expect(Array(config[0..<4]) == Array("PCMP".utf8))
+        #expect(Int(config[4]) | Int(config[5]) << 8 == config.count)
+        #expect(Int(config[34]) | Int(config[35]) << 8 == cpus + 20)
+        #expect(le32(config, 36) == 0xFEE0_0000)
+        for cpu in 0..<cpus {
+            let e = 44 + 20 * cpu
+            #expect(config[e] == 0 && config[e + 1] == UInt8(cpu) && config[e + 2] == 0x14)
+            #expect(config[e + 3] == (cpu == boot ? 3 : 1))
+            #expect(le32(config, e + 4) == 0x6F8 && le32(config, e + 8) == 0x1789_FBFF)
+        }
+        var e = 44 + 20 * cpus
+        #expect(config[e] == 1 && Array(config[e + 2..<e + 8]) == Array("ISA   ".utf8))
+        e += 8
+        #expect(config[e] == 2 && config[e + 1] == UInt8(cpus) && config[e + 3] == 1 && le32(config, e + 4) == 0xFEC0_0000)
+        e += 8
+        for irq in 0..<16 {
+            #expect(Array(config[e..<e + 8]) == [3, 0, 0, 0, 0, UInt8(irq), UInt8(cpus), UInt8(irq)])
+            e += 8
+        }
+        #expect(Array(config[e..<e + 16]) == [4, 3, 0, 0, 0, 0, 0xFF, 0, 4, 1, 0, 0, 0, 0, 0xFF, 1])
+    }
+
+    /// The largest table still ends inside the reserved area below the ACPI tables.
+    @Test func largestTableFits() {
+        let table = MPTable(cpus: MPTable.maxCPUs, bootCPU: 0, cpuSignature: 0, featureFlags: 0)
+        #expect(MPTable.configurationAddress + UInt64(table.configurationLength) <= Layout.rsdp)
+    }
+}
+
+@Suite("ACPI")
+struct ACPITests {
+    /// Follows the tables from the RSDP as a guest would, in guest memory.
+    @Test(arguments: [1, 2, 64, 255, 300])
+    func tablesChainAndSum(cpus: Int) throws {
+        let memory = try GuestMemory(regions: Layout.ramRegions(size: 16 << 20))
+        for table in ACPI(cpus: cpus).tables() { try memory.write(table.bytes, at: GuestAddress(table.address)) }
+        func read(_ address: UInt64, _ count: Int) throws -> [UInt8] { try memory.read(at: GuestAddress(address), count: count) }
+
+        let rsdp = try read(Layout.rsdp, 36)
+        #expect(Array(rsdp[0..<8]) == Array("RSD PTR ".utf8))
+        #expect(sum(rsdp[0..<20]) == 0 && sum(rsdp) == 0 && rsdp[15] == 2 && le32(rsdp, 20) == 36)
+        func table(_ address: UInt64, _ signature: String) throws -> [UInt8] {
+            let length = Int(le32(try read(address, 8), 4))
+            let bytes = try read(address, length)
+            #expect(String(decoding: bytes[0..<4], as: UTF8.self) == signature)
+            #expect(sum(bytes) == 0, "\(signature) checksum")
+            #expect(Array(bytes[10..<16]) == Array("SWIFTL".utf8) && Array(bytes[16..<24]) == Array("SWIFTLET".utf8))
+            return bytes
+        }
+        let xsdt = try table(le64(rsdp, 24), "XSDT")
+        let rsdt = try table(UInt64(le32(rsdp, 16)), "RSDT")
+        #expect(xsdt.count == 36 + 16 && rsdt.count == 36 + 8)
+        #expect(le64(xsdt, 36) == UInt64(le32(rsdt, 36)) && le64(xsdt, 44) == UInt64(le32(rsdt, 40)))
+
+        let fadt = try table(le64(xsdt, 36), "FACP")
+        #expect(fadt.count == 276 && fadt[8] == 6)
+        #expect(le32(fadt, 112) & (1 << 20) != 0)                          // HW_REDUCED_ACPI
+        #expect(UInt64(le32(fadt, 40)) == le64(fadt, 140))
+        #expect(Array(fadt[244..<256]) == [1, 8, 0, 1] + ByteImage.le(UInt64(0x508)))
+        let dsdt = try table(le64(fadt, 140), "DSDT")
+        #expect(Array(dsdt[36...]) == ACPI.s5AML)
+
+        let madt = try table(le64(xsdt, 44), "APIC")
+        #expect(le32(madt, 36) == 0xFEE0_0000 && le32(madt, 40) == 1)
+        var offset = 44, ids: [UInt32] = [], ioapics = 0, overrides = 0, nmis = 0
+        while offset < madt.count {
+            let type = madt[offset], length = Int(madt[offset + 1])
+            #expect(length >= 2)
+            switch type {
+            case 0: ids.append(UInt32(madt[offset + 3])); #expect(le32(madt, offset + 4) == 1)
+            case 9: ids.append(le32(madt, offset + 4)); #expect(le32(madt, offset + 8) == 1)
+            case 1: ioapics += 1; #expect(le32(madt, offset + 4) == 0xFEC0_0000)
+            case 2: overrides += 1; #expect(madt[offset + 3] == 9 && le32(madt, offset + 4) == 9)
+            case 4, 0xA: nmis += 1
+            default: Issue.record("unexpected MADT entry type \(type)")
+            }
+            offset += max(length, 2)
+        }
+        #expect(offset == madt.count)
+        #expect(ids == (0..<UInt32(cpus)).map { $0 })
+        #expect(ioapics == 1 && overrides == 1 && nmis == (cpus > 255 ? 2 : 1))
+        let last = try #require(ACPI(cpus: cpus).tables().last)
+        #expect(last.address + UInt64(last.bytes.count) <= 0x10_0000)
+    }
+
+    @Test func bootInfoCarriesTheRSDP() throws {
+        let memory = try GuestMemory(regions: Layout.ramRegions(size: 64 << 20))
+        var config = BootConfiguration(protocol: .pvh, kernel: LoadedKernel(entry: 0x100000, physicalStart: 0x100000, physicalEnd: 0x101000),
+                                       memorySize: 64 << 20, commandLine: [])
+        config.acpi = ACPI(cpus: 2)
+        _ = try BootSetup.prepare(config, in: memory)
+        #expect(try memory.load(at: GuestAddress(Layout.bootInfo + 32)) as UInt64 == Layout.rsdp)
+        config.bootProtocol = .linux
+        _ = try BootSetup.prepare(config, in: memory)
+        #expect(try memory.load(at: GuestAddress(Layout.bootInfo + 0x70)) as UInt64 == Layout.rsdp)
+    }
+}

@@ -47,7 +47,7 @@ let package = Package(
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "GuestMemory"]),
         .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "Loader", "KVM"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
-        .testTarget(name: "SwiftletTests", dependencies: ["Loader", "DemoGuest"]),
+        .testTarget(name: "SwiftletTests", dependencies: ["Loader", "DemoGuest", "VMM", "KVM"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -283,6 +283,7 @@ public final class Machine: Sendable {
         for slot in slots {
             do {
                 threads.append(try NativeThread(name: "vcpu\(slot.vcpu.id)") { [self] in
+                    KickSignal.unblockOnCurrentThread()
                     slot.attach(NativeThread.current())
                     runLoop(slot)
                     slot.detach()

@@ -60,4 +60,15 @@ enum KickSignal {
     }()
 
     static func ensureInstalled() { _ = install }
+
+    /// Unblocks the kick signal on the calling thread. vCPU threads call this first: they inherit
+    /// their creator's signal mask, and some creators (libdispatch worker threads, a thread that
+    /// blocked signals for `sigwait`) block everything, which would leave a vCPU parked inside
+    /// `KVM_RUN` deaf to its kick.
+    static func unblockOnCurrentThread() {
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, number)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+    }
 }

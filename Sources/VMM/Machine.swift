@@ -72,6 +72,8 @@ public enum MachineError: Error, CustomStringConvertible {
 public struct Checkpoint: Sendable, Equatable {
     public var label: UInt32
     public var vcpu: Int
+    /// Nanoseconds from the start of `run()`, on the clock of `VCPUStatus.firstExitNanoseconds`.
+    public var atNanoseconds: UInt64
     public var states: [VCPUStatus]
 }
 
@@ -339,8 +341,9 @@ public final class Machine: Sendable {
     /// A device's request: checkpoints are served here, everything else stops the VM.
     private func serve(_ request: GuestRequest, from slot: VCPUSlot) -> VMOutcome? {
         if case let .checkpoint(label) = request {
+            let at = monotonicNanoseconds() - runStarted.withLock { $0 }
             let states = status(servingOwnQueue: slot)
-            checkpointLog.withLock { $0.append(Checkpoint(label: label, vcpu: slot.vcpu.id, states: states)) }
+            checkpointLog.withLock { $0.append(Checkpoint(label: label, vcpu: slot.vcpu.id, atNanoseconds: at, states: states)) }
             return nil
         }
         return .guestStop(request, vcpu: slot.vcpu.id)

@@ -163,9 +163,10 @@ struct RunReport: Encodable {
         let firstExitMicroseconds: UInt64?
     }
     struct CheckpointEntry: Encodable {
-        struct State: Encodable { let id: Int; let mpState: String? }
+        struct State: Encodable { let id: Int; let mpState: String?; let exits: Int }
         let label: UInt32
         let vcpu: Int
+        let atMicroseconds: UInt64
         let states: [State]
     }
     let kernel: String
@@ -195,7 +196,8 @@ struct RunReport: Encodable {
                  exitCounts: s.exitCounts, firstExitMicroseconds: s.firstExitNanoseconds.map { $0 / 1000 })
         }
         checkpoints = machine.checkpoints.map { c in
-            CheckpointEntry(label: c.label, vcpu: c.vcpu, states: c.states.map { .init(id: $0.id, mpState: $0.mpState?.description) })
+            CheckpointEntry(label: c.label, vcpu: c.vcpu, atMicroseconds: c.atNanoseconds / 1000,
+                            states: c.states.map { .init(id: $0.id, mpState: $0.mpState?.description, exits: $0.totalExits) })
         }
     }
 

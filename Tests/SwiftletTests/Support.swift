@@ -28,6 +28,7 @@ enum Harness {
         var probe: URL { directory.appendingPathComponent("probe.elf") }
         var probeBzImage: URL { directory.appendingPathComponent("probe.bzImage") }
         var demo: URL { directory.appendingPathComponent("demo.elf") }
+        var smp: URL { directory.appendingPathComponent("smp.elf") }
     }
 
     struct Failure: Error, CustomStringConvertible { let description: String }

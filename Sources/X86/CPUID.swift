@@ -5,7 +5,9 @@ import KVM
 public enum CPUIDTemplate {
     /// CPUID.1:ECX bit 31, "running under a hypervisor".
     public static let hypervisorBit: UInt32 = 1 << 31
-    /// CPUID.1:EDX bit 28, HTT: EBX[23:16] is valid.
+    /// CPUID.1:EDX bit 28, HTT: EBX[23:16] (logical processors per package) is valid. Always set,
+    /// since Swiftlet always fills that field (1 for a single vCPU), so the MP table's feature
+    /// flags match what every vCPU reads.
     public static let httBit: UInt32 = 1 << 28
 
     /// The leaves for vCPU `apicID` of `count`: APIC ID in leaf 1 and in the x2APIC topology
@@ -19,7 +21,7 @@ public enum CPUIDTemplate {
                 let logical = UInt32(min(max(1, 1 << countBits), 255))
                 entry.ebx = (entry.ebx & 0x0000_FFFF) | (logical << 16) | (apicID & 0xFF) << 24
                 entry.ecx |= hypervisorBit
-                if count > 1 { entry.edx |= httBit } else { entry.edx &= ~httBit }
+                entry.edx |= httBit
             case 0xB, 0x1F:
                 // One thread per core, `count` cores in one package.
                 entry.edx = apicID

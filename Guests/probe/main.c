@@ -397,12 +397,6 @@ static void unclaimed_tests(void)
     check(after == 0xffffffffu, "unclaimed-mmio-write", "read after write got 0x%x want 0xffffffff", after);
 }
 
-static void spin(unsigned long n)
-{
-    for (volatile unsigned long i = 0; i < n; i++)
-        __asm__ volatile("pause");
-}
-
 /* Parse a decimal number that makes up all of [p, p+n). */
 static int parse_dec(const char *p, uint64_t n, uint32_t *out)
 {

@@ -2,9 +2,7 @@
 #ifndef PROBE_H
 #define PROBE_H
 
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
+#include "lib.h" /* Guests/common: port I/O, console, checks, poweroff */
 
 #define VIRT_BASE 0xffffffff80000000UL
 #define MAPPED_LIMIT (8UL << 30) /* our identity map covers [0, 8 GiB) */
@@ -13,9 +11,6 @@
 #define PROTO_PVH 1
 #define PROTO_XEN64 2
 #define PROTO_LINUX 3
-
-#define DATA __attribute__((section(".data")))
-#define NORETURN __attribute__((noreturn))
 
 /* ---- state saved by the entry stubs (entry.S, all 64-bit slots in .data) ---- */
 extern uint64_t st_protocol, st_bx, st_si, st_sp, st_ax, st_flags;
@@ -71,64 +66,6 @@ struct boot_info {
     int nexcl;
 };
 extern struct boot_info bi;
-
-/* ---- port and MMIO access ---- */
-static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port)); }
-static inline void outw(uint16_t port, uint16_t v) { __asm__ volatile("outw %0, %1" ::"a"(v), "Nd"(port)); }
-static inline void outl(uint16_t port, uint32_t v) { __asm__ volatile("outl %0, %1" ::"a"(v), "Nd"(port)); }
-static inline uint8_t inb(uint16_t port)
-{
-    uint8_t v;
-    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-static inline uint16_t inw(uint16_t port)
-{
-    uint16_t v;
-    __asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-static inline uint32_t inl(uint16_t port)
-{
-    uint32_t v;
-    __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-static inline uint64_t read_cr2(void)
-{
-    uint64_t v;
-    __asm__ volatile("mov %%cr2, %0" : "=r"(v));
-    return v;
-}
-
-/* ---- lib.c ---- */
-void *memset(void *d, int c, size_t n);
-void *memcpy(void *d, const void *s, size_t n);
-void *memmove(void *d, const void *s, size_t n);
-int memcmp(const void *a, const void *b, size_t n);
-size_t strlen(const char *s);
-
-void serial_putc(char c);
-int serial_getc(void);
-void put_bytes(const char *p, uint64_t n);
-void print(const char *fmt, ...);
-void vprint(const char *fmt, va_list ap);
-int ksnprintf(char *buf, size_t cap, const char *fmt, ...);
-
-extern uint64_t n_pass, n_fail;
-void ok(const char *name);
-void ok_note(const char *name, const char *note);
-void fail(const char *name, const char *fmt, ...);
-int check(int cond, const char *name, const char *fmt, ...);
-int check_eq(const char *name, uint64_t got, uint64_t want);
-int check_mask(const char *name, uint64_t got, uint64_t mask, uint64_t want);
-void summary(void);
-
-uint32_t fnv1a(const volatile uint8_t *p, uint64_t n, uint32_t h);
-#define FNV_BASIS 0x811c9dc5u
-
-NORETURN void poweroff(uint32_t status);
-NORETURN void halt_forever(void);
 
 /* ---- main.c ---- */
 void idt_install(void);

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Static checks of the built guest images (no VM needed).
 
-usage: verify.py OUTDIR      (checks OUTDIR/probe.elf, probe.bin, probe.bzImage, demo.elf and, if
+usage: verify.py OUTDIR      (checks OUTDIR/probe.elf, probe.bin, probe.bzImage, smp.elf, demo.elf and, if
                               present, Sources/DemoGuest/DemoGuestImage.swift against demo.elf)
 """
 import os
@@ -119,6 +119,24 @@ def check_probe(out):
     expect(u32(0x1F4) == (len(payload) + 15) // 16, "bzImage syssize = payload / 16 rounded up")
 
 
+def check_smp(out):
+    elf = parse_elf(os.path.join(out, "smp.elf"))
+    syms = elf["syms"]
+    expect(elf["type"] == 2 and elf["machine"] == 62, "smp.elf is an x86-64 ET_EXEC")
+    expect(elf["entry"] == syms.get("pvh_start"), f"smp.elf e_entry 0x{elf['entry']:x} == pvh_start")
+    loads = sorted([p for p in elf["phdrs"] if p[0] == 1], key=lambda p: p[4])
+    expect(loads[0][4] == 0x100000, f"smp.elf first PT_LOAD p_paddr 0x{loads[0][4]:x} == 0x100000")
+    expect(all(p[3] == p[4] for p in loads), "smp.elf PT_LOADs are identity-mapped (p_vaddr == p_paddr)")
+    expect(max(p[4] + p[6] for p in loads) <= 0x40000000, "smp.elf ends below 1 GiB")
+    n = note_map(elf)
+    expect(n.get(6) == b"swiftlet-smp\0", "smp GUEST_OS swiftlet-smp")
+    expect(n.get(5) == b"xen-3.0\0", "smp XEN_VERSION xen-3.0")
+    expect(n.get(8) == b"generic\0", "smp LOADER generic")
+    expect(n.get(18) == struct.pack("<I", syms["pvh_start"]), "smp PHYS32_ENTRY == pvh_start (4 bytes)")
+    size = syms["tramp_end"] - syms["tramp_start"]
+    expect(0 < size <= 256, f"smp AP trampoline is {size} bytes (copied to 0x8000, at most 256)")
+
+
 def check_demo(out):
     path = os.path.join(out, "demo.elf")
     elf = parse_elf(path)
@@ -145,6 +163,7 @@ def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     check_probe(sys.argv[1])
+    check_smp(sys.argv[1])
     check_demo(sys.argv[1])
     if errors:
         sys.exit(f"{len(errors)} check(s) failed")

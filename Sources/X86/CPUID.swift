@@ -12,9 +12,14 @@ public enum CPUIDTemplate {
 
     /// The leaves for vCPU `apicID` of `count`: APIC ID in leaf 1 and in the x2APIC topology
     /// leaves, logical-processor count, the hypervisor bit.
+    ///
+    /// Leaves 0xB and 0x1F are generated whole, not patched: KVM's supported list may carry only
+    /// their subleaf 0. The topology is one thread per core, `count` cores in one package.
     public static func entries(from supported: [CPUIDEntry], apicID: UInt32, count: Int) -> [CPUIDEntry] {
         let countBits = UInt32(count <= 1 ? 0 : (UInt32(count - 1).bitWidth - UInt32(count - 1).leadingZeroBitCount))
-        return supported.map { original in
+        let maxBasicLeaf = supported.first { $0.function == 0 }?.eax ?? 0
+        let topologyLeaves = [UInt32(0xB), 0x1F].filter { leaf in leaf <= maxBasicLeaf && supported.contains { $0.function == leaf } }
+        var entries: [CPUIDEntry] = supported.compactMap { original in
             var entry = original
             switch entry.function {
             case 1:
@@ -23,21 +28,31 @@ public enum CPUIDTemplate {
                 entry.ecx |= hypervisorBit
                 entry.edx |= httBit
             case 0xB, 0x1F:
-                // One thread per core, `count` cores in one package.
-                entry.edx = apicID
-                switch entry.index {
-                case 0:
-                    entry.eax = 0; entry.ebx = 1; entry.ecx = (1 << 8) | 0
-                case 1:
-                    entry.eax = countBits; entry.ebx = UInt32(count) & 0xFFFF; entry.ecx = (2 << 8) | 1
-                default:
-                    entry.eax = 0; entry.ebx = 0; entry.ecx = entry.index & 0xFF
-                }
+                return nil
             default:
                 break
             }
             return entry
         }
+        for leaf in topologyLeaves {
+            entries += topology(leaf: leaf, apicID: apicID, count: count, countBits: countBits)
+        }
+        return entries
+    }
+
+    /// Leaf 0xB or 0x1F (Intel SDM Vol. 2A, CPUID, "V2 Extended Topology Enumeration"):
+    /// subleaf 0 the SMT level (1 thread, shift 0), subleaf 1 the core level (`count` cores,
+    /// shift wide enough for every APIC ID), subleaf 2 invalid; EDX the x2APIC ID throughout.
+    static func topology(leaf: UInt32, apicID: UInt32, count: Int, countBits: UInt32) -> [CPUIDEntry] {
+        let smt: UInt32 = 1, core: UInt32 = 2
+        return [
+            CPUIDEntry(function: leaf, index: 0, flags: CPUIDEntry.significantIndex,
+                       eax: 0, ebx: 1, ecx: smt << 8 | 0, edx: apicID),
+            CPUIDEntry(function: leaf, index: 1, flags: CPUIDEntry.significantIndex,
+                       eax: countBits, ebx: UInt32(count) & 0xFFFF, ecx: core << 8 | 1, edx: apicID),
+            CPUIDEntry(function: leaf, index: 2, flags: CPUIDEntry.significantIndex,
+                       eax: 0, ebx: 0, ecx: 2, edx: apicID),
+        ]
     }
 }
 

@@ -177,25 +177,38 @@ struct BootSetupTests {
 
 @Suite("CPUID")
 struct CPUIDTests {
+    /// Like this host's KVM: leaf 0xB present with subleaf 0 only, no leaf 0x1F.
     let supported = [
-        CPUIDEntry(function: 0, eax: 0x1F),
-        CPUIDEntry(function: 1, eax: 0x806F8, ebx: 0xFF00_0800, ecx: 0x1, edx: 1 << 28),
-        CPUIDEntry(function: 0xB, index: 0, flags: 1), CPUIDEntry(function: 0xB, index: 1, flags: 1),
-        CPUIDEntry(function: 0xB, index: 2, flags: 1),
+        CPUIDEntry(function: 0, eax: 0x1C),
+        CPUIDEntry(function: 1, eax: 0x806F8, ebx: 0xFF00_0800, ecx: 0x1, edx: 0),
+        CPUIDEntry(function: 0xB, index: 0, flags: 1, edx: 1),
     ]
 
-    @Test(arguments: [(0, 1), (3, 4), (7, 64)])
+    @Test(arguments: [(0, 1), (3, 4), (7, 64), (255, 256)])
     func apicIDAndTopology(apicID: UInt32, count: Int) {
         let entries = CPUIDTemplate.entries(from: supported, apicID: apicID, count: count)
+        #expect(entries[0] == supported[0])
         let leaf1 = entries[1]
-        #expect(leaf1.ebx >> 24 == apicID)
+        #expect(leaf1.ebx >> 24 == apicID & 0xFF)
         #expect(leaf1.ebx & 0xFFFF == 0x0800)
         #expect(leaf1.ecx & CPUIDTemplate.hypervisorBit != 0)
         #expect(leaf1.edx & CPUIDTemplate.httBit != 0)
-        #expect((leaf1.ebx >> 16) & 0xFF >= UInt32(count))          // the logical count HTT vouches for
-        #expect(entries[2...].allSatisfy { $0.edx == apicID })
-        #expect(entries[3].ebx == UInt32(count))
-        #expect(1 << entries[3].eax >= count)                 // shift wide enough for every APIC ID
-        #expect(entries[0] == supported[0])
+        #expect((leaf1.ebx >> 16) & 0xFF >= UInt32(min(count, 255)))
+
+        let topology = entries.filter { $0.function == 0xB }
+        #expect(topology.map(\.index) == [0, 1, 2])
+        #expect(topology.allSatisfy { $0.edx == apicID && $0.flags == CPUIDEntry.significantIndex })
+        #expect(topology[0].ebx == 1 && (topology[0].ecx >> 8) & 0xFF == 1)             // SMT: 1 thread
+        #expect(topology[1].ebx == UInt32(count) && (topology[1].ecx >> 8) & 0xFF == 2)  // core level
+        #expect(1 << topology[1].eax >= count)                                        // shift covers every ID
+        #expect((topology[2].ecx >> 8) & 0xFF == 0)                                   // end of levels
+        #expect(!entries.contains { $0.function == 0x1F })                            // not offered by this CPU
+    }
+
+    @Test func leaf1FIsGeneratedWhenOffered() {
+        var withV2 = supported + [CPUIDEntry(function: 0x1F, index: 0, flags: 1)]
+        withV2[0].eax = 0x1F                                                          // max basic leaf
+        let entries = CPUIDTemplate.entries(from: withV2, apicID: 5, count: 8)
+        #expect(entries.filter { $0.function == 0x1F }.map(\.index) == [0, 1, 2])
     }
 }

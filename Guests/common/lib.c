@@ -1,12 +1,13 @@
-/* Swiftlet probe: serial output, formatting, check bookkeeping, small libc pieces. */
-#include "probe.h"
+/* Swiftlet guest library: serial output, formatting, check bookkeeping, small libc pieces (lib.h). */
+#include "lib.h"
 
 #define COM1 0x3f8
 #define LSR_DATA_READY 0x01
 #define LSR_THR_EMPTY 0x20
 
-/* Counters live in .data: xen64 may print before .bss is checked and cleared. */
+/* Counters and the lock live in .data: the probe's xen64 entry prints before .bss is checked. */
 uint64_t n_pass DATA, n_fail DATA;
+static volatile uint32_t console_word DATA;
 
 void *memset(void *d, int c, size_t n)
 {
@@ -54,6 +55,23 @@ size_t strlen(const char *s)
     while (s[n])
         n++;
     return n;
+}
+
+int console_trylock(void)
+{
+    return __atomic_exchange_n(&console_word, 1, __ATOMIC_ACQUIRE) == 0;
+}
+
+void console_lock(void)
+{
+    while (!console_trylock())
+        while (console_word)
+            __asm__ volatile("pause");
+}
+
+void console_unlock(void)
+{
+    __atomic_store_n(&console_word, 0, __ATOMIC_RELEASE);
 }
 
 void serial_putc(char c)
@@ -165,10 +183,26 @@ static void vformat(struct sink *s, const char *fmt, va_list ap)
     }
 }
 
-void vprint(const char *fmt, va_list ap)
+/* Unlocked output, for callers that hold the console lock. */
+static void raw_vprint(const char *fmt, va_list ap)
 {
     struct sink s = {0, 0, 0};
     vformat(&s, fmt, ap);
+}
+
+static void raw_print(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    raw_vprint(fmt, ap);
+    va_end(ap);
+}
+
+void vprint(const char *fmt, va_list ap)
+{
+    console_lock();
+    raw_vprint(fmt, ap);
+    console_unlock();
 }
 
 void print(const char *fmt, ...)
@@ -194,22 +228,28 @@ int ksnprintf(char *buf, size_t cap, const char *fmt, ...)
 /* ---- checks ---- */
 void ok(const char *name)
 {
-    print("ok %s\n", name);
+    console_lock();
+    raw_print("ok %s\n", name);
     n_pass++;
+    console_unlock();
 }
 
 void ok_note(const char *name, const char *note)
 {
-    print("ok %s (%s)\n", name, note);
+    console_lock();
+    raw_print("ok %s (%s)\n", name, note);
     n_pass++;
+    console_unlock();
 }
 
 static void vfail(const char *name, const char *fmt, va_list ap)
 {
-    print("FAIL %s: ", name);
-    vprint(fmt, ap);
+    console_lock();
+    raw_print("FAIL %s: ", name);
+    raw_vprint(fmt, ap);
     serial_putc('\n');
     n_fail++;
+    console_unlock();
 }
 
 void fail(const char *name, const char *fmt, ...)
@@ -257,7 +297,7 @@ uint32_t fnv1a(const volatile uint8_t *p, uint64_t n, uint32_t h)
     return h;
 }
 
-static void spin(unsigned long n)
+void spin(unsigned long n)
 {
     for (volatile unsigned long i = 0; i < n; i++)
         __asm__ volatile("pause");

@@ -470,6 +470,15 @@ static NORETURN void do_action(void)
         print("FAIL reset ignored\n");
         poweroff(1);
     }
+    if (value_is(v, vn, "acpi-poweroff")) {
+        /* ACPI S5 the hardware-reduced way: SLP_TYP 5 (the DSDT's \\_S5) with SLP_EN (bit 5)
+           to the FADT's sleep control register, I/O port 0x508 on Swiftlet. */
+        summary();
+        outb(0x508, (5 << 2) | (1 << 5));
+        spin(1000000);
+        print("FAIL acpi-poweroff ignored\n");
+        poweroff(1);
+    }
     if (value_is(v, vn, "triple-fault")) {
         summary();
         struct desc_ptr d = {0, 0};

@@ -221,14 +221,17 @@ public final class Machine: Sendable {
             try? vmForIRQ.setInterruptLine(Serial16550.com1IRQ, high: high)
         })
         do {
-            ports = try Bus(.port, devices: [
+            var portDevices: [(base: UInt64, length: UInt64, device: any BusDevice)] = [
                 (Serial16550.com1Port, Serial16550.registerCount, serial),
                 (DebugExitPort.defaultPort, DebugExitPort.width, DebugExitPort()),
                 (PowerOffPort.defaultPort, PowerOffPort.width, PowerOffPort()),
                 (CheckpointPort.defaultPort, CheckpointPort.width, CheckpointPort()),
-                (ACPI.sleepControlPort, 2, SleepControlPort(poweroffSleepType: ACPI.s5SleepType)),
                 (I8042.dataPort, I8042.commandPort - I8042.dataPort + 1, I8042()),
-            ], logger: logger)
+            ]
+            if configuration.acpi {   // the FADT's sleep control/status registers
+                portDevices.append((ACPI.sleepControlPort, 2, SleepControlPort(poweroffSleepType: ACPI.s5SleepType)))
+            }
+            ports = try Bus(.port, devices: portDevices, logger: logger)
             mmio = try Bus(.mmio, devices: [], logger: logger)
         } catch { throw .configuration(error.description) }
 

@@ -39,6 +39,18 @@ struct GuestExitTests {
         #expect(!result.stdout.contains("FAIL reset ignored"))
     }
 
+    /// ACPI S5 through the FADT's sleep control register is a clean power-off.
+    @Test func acpiPowerOff() throws {
+        let result = try runProbe("acpi-poweroff", boot: "linux")
+        #expect(result.status == 0)
+        #expect(result.stderr.isEmpty)
+        #expect(!result.stdout.contains("FAIL acpi-poweroff ignored"))
+        // Without ACPI there is no FADT and no sleep register: the write goes nowhere.
+        let noACPI = try runProbe("acpi-poweroff", boot: "linux", extra: ["--acpi", "off"])
+        #expect(noACPI.status == 1)
+        #expect(noACPI.stdout.contains("FAIL acpi-poweroff ignored"))
+    }
+
     @Test(arguments: ["pvh", "xen64", "linux"])
     func tripleFaultIsReportedWithRegisters(boot: String) throws {
         let result = try runProbe("triple-fault", boot: boot)

@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Layers depend one way, top to bottom:
-//   swiftlet -> VMM -> Devices, X86 -> Loader -> GuestMemory;  X86, VMM -> KVM -> CKVM
+//   swiftlet -> VMM -> Devices, Hypercalls, X86 -> Loader -> GuestMemory;  X86, VMM -> KVM -> CKVM
 let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
 
 let package = Package(
@@ -32,9 +32,10 @@ let package = Package(
         .target(name: "Devices", dependencies: [
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
+        .target(name: "Hypercalls", swiftSettings: strict),
         .target(name: "DemoGuest", swiftSettings: strict),
         .target(name: "VMM", dependencies: [
-            "KVM", "GuestMemory", "Loader", "X86", "Devices", "CSwiftletSystem",
+            "KVM", "GuestMemory", "Loader", "X86", "Devices", "Hypercalls", "CSwiftletSystem",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: strict),
@@ -47,6 +48,7 @@ let package = Package(
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "GuestMemory"]),
         .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "Loader", "KVM"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
+        .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls"]),
         .testTarget(name: "SwiftletTests", dependencies: ["Loader", "DemoGuest", "VMM", "KVM"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,5 +1,6 @@
 import Devices
 import GuestMemory
+import Hypercalls
 import KVM
 import Loader
 import Logging
@@ -29,6 +30,8 @@ public struct MachineConfiguration: Sendable {
     public var acpi: Bool = true
     /// Write an Intel MP table (limits the VM to `MPTable.maxCPUs` vCPUs).
     public var mpTable: Bool = true
+    /// Offer the Xen-style hypercall interface.
+    public var xen: XenMode = .auto
     /// Forward standard input to the serial port.
     public var forwardInput: Bool
     /// Where the serial port's output goes (stdout by default).
@@ -121,6 +124,8 @@ public final class Machine: Sendable {
     public let configuration: MachineConfiguration
     public let bootProtocol: BootProtocol
     public let protocolReason: String
+    /// The Xen-style interface is on: Xen CPUID leaves, the hypercall trap and MSR.
+    public let xenEnabled: Bool
     public let bootState: BootState
     let system: KVMSystem
     let vm: VirtualMachine
@@ -150,6 +155,7 @@ public final class Machine: Sendable {
         } catch { throw .loader(error) }
         bootProtocol = selection.0
         protocolReason = selection.reason
+        xenEnabled = configuration.xen.enabled(for: image)
 
         do {
             memory = try GuestMemory(regions: Layout.ramRegions(size: configuration.memorySize))
@@ -160,6 +166,13 @@ public final class Machine: Sendable {
             loaded = try image.load(into: memory, protocol: bootProtocol, floor: Layout.kernelFloor,
                                     path: configuration.kernel.path)
         } catch { throw .loader(error) }
+        if xenEnabled, bootProtocol == .xen64, case let .elf(elf) = image, let page = elf.notes.hypercallPage {
+            let physical = loaded.virtualBase != 0 && page >= loaded.virtualBase ? page - loaded.virtualBase : page
+            guard physical % 4096 == 0, memory.contains(GuestAddress(physical), length: 4096) else {
+                throw .configuration("\(configuration.kernel.path): XEN_ELFNOTE_HYPERCALL_PAGE 0x\(String(page, radix: 16)) is not a page-aligned address in guest RAM")
+            }
+            do { try memory.write(HypercallPage.bytes(longMode: true), at: GuestAddress(physical)) } catch { throw .memory(error) }
+        }
         // KVM: the VM, its interrupt controllers and its memory. Input errors were found above,
         // before /dev/kvm was opened.
         do {
@@ -180,6 +193,10 @@ public final class Machine: Sendable {
             try vm.createInterruptController()
             try vm.createPIT()
             if configuration.bootCPU != 0 { try vm.setBootCPU(configuration.bootCPU) }
+            if xenEnabled {
+                // Unknown and invalid MSR accesses come to userspace: the hypercall-page MSR is one.
+                try vm.enable(.userSpaceMSR, arguments: [Self.msrExitInvalid | Self.msrExitUnknown])
+            }
         } catch let error as KVMError {
             throw .kvm(error)
         } catch let error as MachineError {
@@ -188,8 +205,13 @@ public final class Machine: Sendable {
             throw .configuration("\(error)")
         }
 
-        let supported: [CPUIDEntry]
+        var supported: [CPUIDEntry]
         do { supported = try system.supportedCPUID() } catch { throw .kvm(error) }
+        if xenEnabled {
+            // Xen's leaves replace KVM's own signature at the hypervisor base.
+            supported.removeAll { $0.function >= XenABI.cpuidBase && $0.function < XenABI.cpuidBase + 0x100 }
+            supported += XenABI.cpuidLeaves.map { CPUIDEntry(function: $0.function, eax: $0.eax, ebx: $0.ebx, ecx: $0.ecx, edx: $0.edx) }
+        }
         var boot = BootConfiguration(protocol: bootProtocol, kernel: loaded, memorySize: configuration.memorySize,
                                      commandLine: configuration.commandLine, initrd: configuration.initrd?.bytes)
         if case let .bzImage(bz) = image {
@@ -257,6 +279,7 @@ public final class Machine: Sendable {
         } catch { throw .kvm(error) }
         let vcpus = self.vcpus
         slots = vcpus.map(VCPUSlot.init)
+        slots[configuration.bootCPU].xen.withLock { $0.bringUp = .boot; $0.initialised = true }
         initialMPStates = vcpus.map { try? $0.mpState() }
         logger.debug("machine built", metadata: [
             "protocol": "\(bootProtocol.rawValue)", "entry": "0x\(String(loaded.entry, radix: 16))",
@@ -317,10 +340,30 @@ public final class Machine: Sendable {
 
     var isStopping: Bool { stopState.withLock { $0 != nil } }
 
+    /// Nanoseconds since `run()` started.
+    func runNanoseconds() -> UInt64 { monotonicNanoseconds() - runStarted.withLock { $0 } }
+
+    /// `KVM_MSR_EXIT_REASON_INVAL` and `_UNKNOWN`.
+    static let msrExitInvalid: UInt64 = 1 << 0, msrExitUnknown: UInt64 = 1 << 1
+
+    /// Holds a vCPU taken down by `VCPUOP_down` out of `KVM_RUN`, serving requests, until it
+    /// is brought up again or the VM stops.
+    private func park(_ slot: VCPUSlot) {
+        while slot.xen.withLock({ $0.down }) && !isStopping {
+            _ = slot.wakeup.wait(timeout: .now() + .milliseconds(20))
+            slot.serve()
+        }
+    }
+
     private func runLoop(_ slot: VCPUSlot) {
         let vcpu = slot.vcpu
         let start = runStarted.withLock { $0 }
+        var started = slot.xen.withLock { $0.bringUp != nil }
         while !isStopping {
+            if slot.xen.withLock({ $0.down }) {
+                park(slot)
+                continue
+            }
             let exit: VCPUExit
             do { exit = try vcpu.run() } catch {
                 stop(.vmmError(vcpu: vcpu.id, message: error.description))
@@ -333,7 +376,15 @@ public final class Machine: Sendable {
                 vcpu.setImmediateExit(false)
                 continue
             }
-            slot.record(exit, at: monotonicNanoseconds() - start)
+            let now = monotonicNanoseconds() - start
+            slot.record(exit, at: now)
+            if !started {
+                // An AP's first exit: nothing but INIT-SIPI (or VCPUOP_up, already noted) starts one.
+                slot.xen.withLock { state in
+                    if state.bringUp == nil { state.transition(toUp: true, at: now); state.bringUp = .initSIPI }
+                }
+                started = true
+            }
             if let outcome = handle(exit, on: slot) {
                 stop(outcome)
                 return
@@ -356,6 +407,10 @@ public final class Machine: Sendable {
     private func handle(_ exit: VCPUExit, on slot: VCPUSlot) -> VMOutcome? {
         let vcpu = slot.vcpu
         switch exit {
+        case .portIn(XenABI.trapPort, 4, 1) where xenEnabled:
+            return serveHypercall(on: slot)
+        case let .msrWrite(XenABI.hypercallPageMSR, value) where xenEnabled:
+            installHypercallPage(value, on: slot)
         case let .portIn(port, size, count):
             for index in 0..<count {
                 vcpu.setIOValue(UInt32(truncatingIfNeeded: ports.read(UInt64(port), size: size)), at: index)
@@ -426,7 +481,8 @@ public final class Machine: Sendable {
             let counters = slot.counters.withLock { $0 }
             let (state, rip) = results[index].value
             return VCPUStatus(id: slot.vcpu.id, mpState: state, rip: rip, lastExit: counters.lastExit,
-                              exitCounts: counters.exitCounts, firstExitNanoseconds: counters.firstExit)
+                              exitCounts: counters.exitCounts, firstExitNanoseconds: counters.firstExit,
+                              xen: slot.xen.withLock { $0 })
         }
     }
 
@@ -458,12 +514,14 @@ public final class Machine: Sendable {
 
     /// A table of every vCPU for humans (SIGUSR1).
     public func statusTable() -> String {
-        var lines = ["vCPU  MP state        last exit       exits    first exit    rip"]
+        var lines = ["vCPU  MP state        up by       last exit       exits    hcalls   first exit    rip"]
         for s in status() {
             let first = s.firstExitNanoseconds.map { "\($0 / 1000) us" } ?? "-"
             let rip = s.rip.map { "0x" + String($0, radix: 16) } ?? "-"
+            let upBy = (s.xen.bringUp?.rawValue ?? "-") + (s.xen.down ? " (down)" : "")
             lines.append(pad("\(s.id)\(s.id == configuration.bootCPU ? "*" : "")", 6) + pad(s.mpState?.description ?? "?", 16)
-                         + pad(s.lastExit ?? "-", 16) + pad("\(s.totalExits)", 9) + pad(first, 14) + rip)
+                         + pad(upBy, 12) + pad(s.lastExit ?? "-", 16) + pad("\(s.totalExits)", 9)
+                         + pad("\(s.xen.hypercalls.values.reduce(0, +))", 9) + pad(first, 14) + rip)
         }
         return lines.joined(separator: "\n") + "\n"
     }

@@ -11,6 +11,7 @@ import KVM
 /// | 32 | the guest asked for a reset (i8042 0xFE, KVM reset event); Swiftlet does not reboot |
 /// | 34 | triple fault (`KVM_EXIT_SHUTDOWN`) |
 /// | 36 | KVM could not run the guest (`KVM_EXIT_INTERNAL_ERROR`, `KVM_EXIT_FAIL_ENTRY`) |
+/// | 40, 42, 44, 46, 48 | Xen `SCHEDOP_shutdown`: crash, watchdog, suspend, soft_reset, unknown reason (poweroff 0, reboot 32) |
 /// | 130, 143 | stopped by SIGINT / SIGTERM |
 public enum ExitStatus {
     public static let vmmError: Int32 = 1
@@ -18,6 +19,24 @@ public enum ExitStatus {
     public static let reset: Int32 = 32
     public static let tripleFault: Int32 = 34
     public static let kvmFailure: Int32 = 36
+
+    /// Xen `SCHEDOP_shutdown` reasons (sched.h) and the status each gives.
+    public static func xenShutdown(_ reason: UInt32) -> Int32 {
+        switch reason {
+        case 0: 0          // poweroff
+        case 1: reset      // reboot
+        case 2: 44         // suspend
+        case 3: 40         // crash
+        case 4: 42         // watchdog
+        case 5: 46         // soft_reset
+        default: 48
+        }
+    }
+
+    static func xenShutdownName(_ reason: UInt32) -> String {
+        ["poweroff", "reboot", "suspend", "crash", "watchdog", "soft_reset"].indices.contains(Int(reason))
+            ? ["poweroff", "reboot", "suspend", "crash", "watchdog", "soft_reset"][Int(reason)] : "\(reason) (unknown)"
+    }
 }
 
 public enum VMOutcome: Equatable, Sendable {
@@ -26,6 +45,10 @@ public enum VMOutcome: Equatable, Sendable {
     case kvmFailure(vcpu: Int, what: String, registers: String)
     case vmmError(vcpu: Int?, message: String)
     case signal(Int32)
+    /// Xen `SCHEDOP_shutdown` with this reason.
+    case xenShutdown(reason: UInt32, vcpu: Int)
+    /// `VCPUOP_down` took the last up vCPU down.
+    case allVCPUsDown(vcpu: Int)
 
     /// The process exit status.
     public var exitStatus: Int32 {
@@ -41,6 +64,8 @@ public enum VMOutcome: Equatable, Sendable {
         case .kvmFailure: ExitStatus.kvmFailure
         case .vmmError: ExitStatus.vmmError
         case let .signal(number): 128 + number
+        case let .xenShutdown(reason, _): ExitStatus.xenShutdown(reason)
+        case .allVCPUsDown: 0
         }
     }
 
@@ -60,6 +85,9 @@ public enum VMOutcome: Equatable, Sendable {
         case let .kvmFailure(vcpu, what, _): "KVM could not run vCPU \(vcpu): \(what)"
         case let .vmmError(vcpu, message): "VMM error\(vcpu.map { " on vCPU \($0)" } ?? ""): \(message)"
         case let .signal(number): "stopped by signal \(number)"
+        case let .xenShutdown(reason, vcpu):
+            "guest shut down through sched_op (SCHEDOP_shutdown, reason \(ExitStatus.xenShutdownName(reason)), vCPU \(vcpu))"
+        case let .allVCPUsDown(vcpu): "every vCPU is down (VCPUOP_down, last by vCPU \(vcpu)): powered off"
         }
     }
 

@@ -15,6 +15,8 @@ public struct VCPUStatus: Sendable, Equatable {
     /// Nanoseconds from the start of `Machine.run()` to this vCPU's first exit from `KVM_RUN`:
     /// an upper bound on the time to its first instruction. nil if it has not run yet.
     public var firstExitNanoseconds: UInt64?
+    /// How it came to run, its hypercalls, callbacks and trap table.
+    public var xen: XenVCPUState = XenVCPUState()
 
     public var totalExits: Int { exitCounts.values.reduce(0, +) }
 }
@@ -43,6 +45,10 @@ final class VCPUSlot: Sendable {
     let vcpu: VCPU
     let control = Mutex(Control())
     let counters = Mutex(Counters())
+    /// The Xen interface's view of this vCPU.
+    let xen = Mutex(XenVCPUState())
+    /// Wakes the thread of a vCPU parked by `VCPUOP_down` (on `up`, a request, or a stop).
+    let wakeup = DispatchSemaphore(value: 0)
 
     init(_ vcpu: VCPU) { self.vcpu = vcpu }
 
@@ -78,6 +84,7 @@ final class VCPUSlot: Sendable {
     func kick() {
         vcpu.setImmediateExit(true)
         control.withLock { $0.thread }?.signal(KickSignal.number)
+        wakeup.signal()
     }
 
     /// Starts `body` on the vCPU's thread (or here, if none runs it) and returns a semaphore

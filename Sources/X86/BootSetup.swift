@@ -198,6 +198,24 @@ public enum BootSetup {
         return state
     }
 
+    /// The state a Xen-style `VCPUOP_up` starts a vCPU in: long mode at CPL 0 with the boot
+    /// vCPU's control registers (CR0 = PE|ET|PG, CR4 = PAE, EFER = LME|LMA), the boot GDT's
+    /// selectors, CR3 = `pageTableBase`, and the given RIP, RSP, RDI, RSI; everything else zero.
+    public static func longModeVCPU(rip: UInt64, rsp: UInt64, rdi: UInt64, rsi: UInt64, pageTableBase: UInt64) -> BootState {
+        var state = BootState()
+        state.gdt = DescriptorTable(base: Layout.gdt, limit: BootGDT.limit)
+        state.idt = DescriptorTable(base: Layout.idt, limit: 0)
+        state.cs = BootGDT.code64.segment(selector: BootGDT.code64Selector)
+        state.data = BootGDT.data.segment(selector: BootGDT.dataSelector)
+        state.tr = BootGDT.tss.segment(selector: BootGDT.tssSelector)
+        enterLongMode(&state, root: pageTableBase)
+        state.registers.rip = rip
+        state.registers.rsp = rsp
+        state.registers.rdi = rdi
+        state.registers.rsi = rsi
+        return state
+    }
+
     private static func enterLongMode(_ state: inout BootState, root: UInt64) {
         state.cr0 = ControlBits.pe | ControlBits.et | ControlBits.pg
         state.cr3 = root

@@ -22,7 +22,7 @@ public struct PageTableBuilder {
     static let present: UInt64 = 1 << 0
     static let writable: UInt64 = 1 << 1
     static let largePage: UInt64 = 1 << 7
-    static let addressMask: UInt64 = 0x000F_FFFF_FFFF_F000
+    public static let addressMask: UInt64 = 0x000F_FFFF_FFFF_F000
     public static let largePageSize: UInt64 = 2 << 20
 
     let memory: GuestMemory

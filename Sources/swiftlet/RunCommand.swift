@@ -9,6 +9,7 @@ import Glibc
 #endif
 
 extension BootProtocol: ExpressibleByArgument {}
+extension XenMode: ExpressibleByArgument {}
 
 /// `on` / `off` switches.
 enum Switch: String, ExpressibleByArgument, CaseIterable {
@@ -58,6 +59,9 @@ struct Run: ParsableCommand {
 
     @Option(help: ArgumentHelp("Intel MP table (floating pointer at 0x9FC00).", valueName: "on|off"))
     var mptable: Switch = .on
+
+    @Option(help: ArgumentHelp("Xen-style hypercall interface (CPUID 0x40000000 \"XenVMMXenVMM\", hypercall page, vcpu_op and friends): auto turns it on when the kernel's notes declare a hypercall page or Xen features.", valueName: "auto|on|off"))
+    var xen: XenMode = .auto
 
     @Option(help: ArgumentHelp("Write a JSON report when the VM ends: why it ended, and per vCPU its MP state, last exit, exit counts, time to first exit, and the guest's checkpoints. Send SIGUSR1 during the run for a table of the vCPUs on stderr.", valueName: "file"))
     var report: String?
@@ -126,6 +130,7 @@ struct Run: ParsableCommand {
             cpus: cpus, bootCPU: bootCPU, bootProtocol: boot.requested, forwardInput: !noStdin)
         config.acpi = acpi.isOn
         config.mpTable = mptable.isOn
+        config.xen = xen
         let machine: Machine
         do { machine = try Machine(config, logger: logger) } catch {
             throw RuntimeFailure(error.description)
@@ -161,6 +166,11 @@ struct RunReport: Encodable {
         let lastExit: String?
         let exitCounts: [String: Int]
         let firstExitMicroseconds: UInt64?
+        let bringUp: String?
+        let xenDown: Bool
+        let hypercalls: [String: Int]
+        let callbacks: [String: String]
+        let trapTable: Int
     }
     struct CheckpointEntry: Encodable {
         struct State: Encodable { let id: Int; let mpState: String?; let exits: Int }
@@ -175,6 +185,7 @@ struct RunReport: Encodable {
     let memoryBytes: UInt64
     let cpus: Int
     let bootCPU: Int
+    let xen: Bool
     let exitStatus: Int32
     let reason: String
     let vcpus: [VCPU]
@@ -188,12 +199,18 @@ struct RunReport: Encodable {
         memoryBytes = config.memorySize
         cpus = config.cpus
         bootCPU = config.bootCPU
+        xen = machine.xenEnabled
         exitStatus = outcome.exitStatus
         reason = outcome.summary
         vcpus = machine.status().map { s in
             VCPU(id: s.id, boot: s.id == config.bootCPU, mpState: s.mpState?.description,
                  initialMPState: machine.initialMPStates[s.id]?.description, lastExit: s.lastExit,
-                 exitCounts: s.exitCounts, firstExitMicroseconds: s.firstExitNanoseconds.map { $0 / 1000 })
+                 exitCounts: s.exitCounts, firstExitMicroseconds: s.firstExitNanoseconds.map { $0 / 1000 },
+                 bringUp: s.xen.bringUp?.rawValue, xenDown: s.xen.down, hypercalls: s.xen.hypercalls,
+                 callbacks: Dictionary(uniqueKeysWithValues: s.xen.callbacks.map {
+                     (XenVCPUState.callbackNames[$0.key] ?? "type\($0.key)", "0x" + String($0.value, radix: 16))
+                 }),
+                 trapTable: s.xen.trapTable.count)
         }
         checkpoints = machine.checkpoints.map { c in
             CheckpointEntry(label: c.label, vcpu: c.vcpu, atMicroseconds: c.atNanoseconds / 1000,

@@ -105,3 +105,40 @@ struct MemoryMapTests {
         #expect(Layout.ramRegions(size: 5 << 30).map(\.start) == [0, 1 << 32])
     }
 }
+
+@Suite("Guest virtual memory")
+struct GuestVirtualMemoryTests {
+    @Test func walksFourLevelTablesAndRefusesWhatIsNotRAM() throws {
+        let memory = try GuestMemory(regions: Layout.ramRegions(size: 64 << 20))
+        var tables = try PageTableBuilder(memory: memory)
+        try tables.map(virtual: 0, physical: 0, size: 64 << 20)
+        try tables.map(virtual: 0xFFFF_FFFF_8000_0000, physical: 0, size: 2 << 20)
+        try tables.map(virtual: 0x4000_0000, physical: 0x3000_0000, size: 2 << 20)   // mapped, but not RAM
+        let view = GuestVirtualMemory(memory: memory, mode: .fourLevel(root: tables.root))
+        try memory.write([1, 2, 3, 4], at: GuestAddress(0x1F_FFFE))
+        #expect(view.read(0xFFFF_FFFF_801F_FFFE, count: 2) == [1, 2])
+        #expect(view.read(0xFFFF_FFFF_801F_FFFE, count: 4) == nil)                  // crosses into an unmapped page
+        #expect(view.read(0x1F_FFFE, count: 4) == [1, 2, 3, 4])                      // identity: crosses into the next 2 MiB page
+        #expect(view.read((64 << 20) - 2, count: 2) != nil)                           // the last bytes of RAM
+        #expect(view.read((64 << 20) - 2, count: 3) == nil)                           // one past
+        #expect(view.read(0x4000_0000, count: 1) == nil)                              // mapped to a hole
+        #expect(view.read(0x0000_8000_0000_0000, count: 1) == nil)                    // non-canonical
+        #expect(view.read(UInt64.max - 1, count: 4) == nil)                           // wraps
+        #expect(view.write([9, 9], at: 0xFFFF_FFFF_8000_0100))
+        #expect(try memory.read(at: GuestAddress(0x100), count: 2) == [9, 9])
+        #expect(!view.write([7, 7, 7], at: (64 << 20) - 2))
+        #expect(try memory.read(at: GuestAddress((64 << 20) - 2), count: 2) == [0, 0])  // nothing written
+    }
+
+    @Test func pagingModes() throws {
+        let memory = try GuestMemory(regions: Layout.ramRegions(size: 8 << 20))
+        #expect(GuestVirtualMemory.mode(cr0: 0x11, cr3: 0, cr4: 0, efer: 0) == .physical)
+        #expect(GuestVirtualMemory.mode(cr0: 0x8000_0011, cr3: 0x5000, cr4: 0x20, efer: 0x500) == .fourLevel(root: 0x5000))
+        #expect(GuestVirtualMemory.mode(cr0: 0x8000_0011, cr3: 0x5000, cr4: 0x20, efer: 0) == .unsupported)
+        let flat = GuestVirtualMemory(memory: memory, mode: .physical)
+        #expect(flat.read(0x1000, count: 4) == [0, 0, 0, 0])
+        #expect(flat.read((8 << 20) - 1, count: 2) == nil)
+        #expect(flat.read(0x1_0000_0000, count: 1) == nil)
+        #expect(GuestVirtualMemory(memory: memory, mode: .unsupported).read(0x1000, count: 1) == nil)
+    }
+}

@@ -1,0 +1,183 @@
+import Dispatch
+import GuestMemory
+import Hypercalls
+import KVM
+import Loader
+import X86
+
+/// Whether a VM offers the Xen-style interface (`--xen`).
+public enum XenMode: String, Sendable, CaseIterable {
+    /// On when the kernel's notes declare a hypercall page or Xen features.
+    case auto, on, off
+
+    /// `auto` decided for an image: HYPERCALL_PAGE, FEATURES or SUPPORTED_FEATURES present.
+    public func enabled(for image: KernelImage) -> Bool {
+        switch self {
+        case .on: return true
+        case .off: return false
+        case .auto:
+            guard case let .elf(elf) = image else { return false }
+            return elf.notes.all.contains { [.hypercallPage, .features, .supportedFeatures].contains($0.kind) }
+        }
+    }
+}
+
+/// How a vCPU came to run.
+public enum BringUp: String, Sendable {
+    case boot = "boot", initSIPI = "INIT-SIPI", vcpuOpUp = "VCPUOP_up"
+}
+
+/// A vCPU as the Xen interface sees it, plus what it registered.
+public struct XenVCPUState: Sendable, Equatable {
+    public var bringUp: BringUp?
+    public var initialised = false
+    /// Taken down by `VCPUOP_down`: its thread parks until `VCPUOP_up`.
+    public var down = false
+    public var context: VCPUContext?
+    public var hypercalls: [String: Int] = [:]
+    public var callbacks: [UInt16: UInt64] = [:]
+    public var trapTable: [TrapInfo] = []
+    // Runstate bookkeeping, nanoseconds since the run started.
+    var stateEntry: UInt64 = 0
+    var runningTime: UInt64 = 0
+    var offlineTime: UInt64 = 0
+
+    public var isUp: Bool { bringUp != nil && !down }
+
+    /// Callback types by name (callback.h).
+    public static let callbackNames: [UInt16: String] = [0: "event", 1: "failsafe", 2: "syscall", 4: "nmi", 5: "sysenter", 7: "syscall32"]
+
+    mutating func transition(toUp up: Bool, at now: UInt64) {
+        let elapsed = now - min(now, stateEntry)
+        if isUp { runningTime += elapsed } else { offlineTime += elapsed }
+        stateEntry = now
+        if up { down = false } else { down = true }
+    }
+}
+
+extension Machine {
+    /// Serves one hypercall trapped by the IN from `XenABI.trapPort`, on the caller's thread.
+    func serveHypercall(on slot: VCPUSlot) -> VMOutcome? {
+        let vcpu = slot.vcpu
+        let regs: Registers, sregs: SpecialRegisters
+        do {
+            regs = try vcpu.registers()
+            sregs = try vcpu.specialRegisters()
+        } catch {
+            return .vmmError(vcpu: vcpu.id, message: error.description)
+        }
+        let longMode = sregs.efer & ControlBits.lma != 0 && sregs.cs.long
+        let request = longMode
+            ? HypercallRequest(number: regs.rax, arguments: [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8])
+            : HypercallRequest(number: regs.rax & 0xFFFF_FFFF,
+                               arguments: [regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi].map { $0 & 0xFFFF_FFFF })
+        let view = GuestVirtualMemory(memory: memory, mode: GuestVirtualMemory.mode(
+            cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4, efer: sregs.efer))
+        let result = HypercallDispatcher.handle(request, in: XenEnvironment(machine: self, caller: slot, view: view))
+        slot.xen.withLock { $0.hypercalls[request.name, default: 0] += 1 }
+        vcpu.setIOValue(UInt32(truncatingIfNeeded: result.value))
+        switch result.effect {
+        case .none: return nil
+        case let .shutdown(reason): return .xenShutdown(reason: reason, vcpu: vcpu.id)
+        case .allVCPUsDown: return .allVCPUsDown(vcpu: vcpu.id)
+        }
+    }
+
+    /// A guest write of `gpa | index` to the hypercall-page MSR: fills the page for the writing
+    /// vCPU's current mode, or raises #GP for a non-zero index or a page outside RAM.
+    func installHypercallPage(_ value: UInt64, on slot: VCPUSlot) {
+        let address = value & ~UInt64(0xFFF)
+        guard value & 0xFFF == 0, memory.contains(GuestAddress(address), length: UInt64(HypercallPage.size)),
+              let sregs = try? slot.vcpu.specialRegisters() else {
+            slot.vcpu.completeMSR(fault: true)
+            return
+        }
+        let longMode = sregs.efer & ControlBits.lma != 0 && sregs.cs.long
+        try? memory.write(HypercallPage.bytes(longMode: longMode), at: GuestAddress(address))
+        slot.vcpu.completeMSR()
+        logger.debug("hypercall page installed", metadata: ["gpa": "0x\(String(address, radix: 16))", "64-bit": "\(longMode)"])
+    }
+
+    /// Starts a vCPU brought up by `VCPUOP_up`: registers from its context, then RUNNABLE.
+    func startXenVCPU(_ target: VCPUSlot, context: VCPUContext) {
+        let state = BootSetup.longModeVCPU(rip: context.rip, rsp: context.rsp, rdi: context.rdi, rsi: context.rsi,
+                                           pageTableBase: context.pageTableBase)
+        let logger = logger
+        _ = target.submit { vcpu in
+            do throws(KVMError) {
+                try vcpu.setRegisters(state.registers)
+                var sregs = try vcpu.specialRegisters()
+                state.apply(to: &sregs)
+                try vcpu.setSpecialRegisters(sregs)
+                try vcpu.setMPState(.runnable)
+            } catch {
+                logger.error("VCPUOP_up failed", metadata: ["vcpu": "\(vcpu.id)", "error": "\(error)"])
+            }
+        }
+    }
+}
+
+/// The hypercall environment for one call: the Machine's vCPUs, and memory as the caller sees it.
+struct XenEnvironment: HypercallEnvironment {
+    let machine: Machine
+    let callerSlot: VCPUSlot
+    let view: GuestVirtualMemory
+
+    init(machine: Machine, caller: VCPUSlot, view: GuestVirtualMemory) {
+        self.machine = machine
+        self.callerSlot = caller
+        self.view = view
+    }
+
+    var caller: Int { callerSlot.vcpu.id }
+    var vcpuCount: Int { machine.slots.count }
+    func read(_ virtual: UInt64, count: Int) -> [UInt8]? { view.read(virtual, count: count) }
+    func write(_ bytes: [UInt8], at virtual: UInt64) -> Bool { view.write(bytes, at: virtual) }
+    func isRAMPage(_ physical: UInt64) -> Bool { machine.memory.contains(GuestAddress(physical), length: 4096) }
+    func consoleWrite(_ bytes: [UInt8]) { machine.configuration.serialOutput(bytes) }
+
+    func isUp(_ vcpu: Int) -> Bool { machine.slots[vcpu].xen.withLock { $0.isUp } }
+    func isInitialised(_ vcpu: Int) -> Bool { machine.slots[vcpu].xen.withLock { $0.initialised || $0.bringUp != nil } }
+
+    func initialise(_ vcpu: Int, with context: VCPUContext) {
+        machine.slots[vcpu].xen.withLock { $0.initialised = true; $0.context = context }
+    }
+
+    func up(_ vcpu: Int) {
+        let slot = machine.slots[vcpu]
+        let now = machine.runNanoseconds()
+        let (wasDown, context) = slot.xen.withLock { state -> (Bool, VCPUContext?) in
+            let wasDown = state.down
+            if state.bringUp == nil { state.bringUp = .vcpuOpUp }
+            state.transition(toUp: true, at: now)
+            return (wasDown, state.context)
+        }
+        if wasDown {
+            slot.wakeup.signal()                  // resume where it stopped
+        } else if let context {
+            machine.startXenVCPU(slot, context: context)
+        }
+    }
+
+    func down(_ vcpu: Int) -> Bool {
+        let now = machine.runNanoseconds()
+        machine.slots[vcpu].xen.withLock { $0.transition(toUp: false, at: now) }
+        if vcpu != caller { machine.slots[vcpu].kick() }
+        return !machine.slots.contains { $0.xen.withLock { $0.isUp } }
+    }
+
+    func runstate(_ vcpu: Int) -> RunstateInfo {
+        let now = machine.runNanoseconds()
+        return machine.slots[vcpu].xen.withLock { s in
+            let elapsed = now - min(now, s.stateEntry)
+            return RunstateInfo(state: s.isUp ? 0 : 3, entryTime: s.stateEntry,
+                                time: [s.runningTime + (s.isUp ? elapsed : 0), 0, 0, s.offlineTime + (s.isUp ? 0 : elapsed)])
+        }
+    }
+
+    func setTrapTable(_ entries: [TrapInfo]) { callerSlot.xen.withLock { $0.trapTable = entries } }
+    func registerCallback(type: UInt16, address: UInt64, flags: UInt16) {
+        callerSlot.xen.withLock { $0.callbacks[type] = address }
+    }
+    func unregisterCallback(type: UInt16) { callerSlot.xen.withLock { _ = $0.callbacks.removeValue(forKey: type) } }
+}

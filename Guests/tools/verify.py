@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Static checks of the built guest images (no VM needed).
 
-usage: verify.py OUTDIR      (checks OUTDIR/probe.elf, probe.bin, probe.bzImage, smp.elf, demo.elf and, if
-                              present, Sources/DemoGuest/DemoGuestImage.swift against demo.elf)
+usage: verify.py OUTDIR      (checks OUTDIR/probe.elf, probe.bin, probe.bzImage, smp.elf, demo.elf,
+                              xenvcpu.elf, xenpvh.elf and, if present, Sources/DemoGuest/DemoGuestImage.swift
+                              against demo.elf)
 """
 import os
 import re
@@ -159,12 +160,65 @@ def check_demo(out):
         expect(embedded == elf["data"], "DemoGuestImage.swift matches demo.elf")
 
 
+def check_xenvcpu(out):
+    elf = parse_elf(os.path.join(out, "xenvcpu.elf"))
+    syms = elf["syms"]
+    expect(elf["type"] == 2 and elf["machine"] == 62, "xenvcpu.elf is an x86-64 ET_EXEC")
+    expect(elf["entry"] == syms.get("xen_start"), f"xenvcpu.elf e_entry 0x{elf['entry']:x} == xen_start")
+    loads = sorted([p for p in elf["phdrs"] if p[0] == 1], key=lambda p: p[4])
+    expect(loads[0][4] == 0x100000, f"xenvcpu first PT_LOAD p_paddr 0x{loads[0][4]:x} == 0x100000")
+    for a, b in zip(loads, loads[1:]):
+        expect(a[4] + a[6] == b[4], f"xenvcpu PT_LOAD 0x{a[4]:x}+0x{a[6]:x} is followed directly by 0x{b[4]:x}")
+    expect(all(p[3] == p[4] + VIRT_BASE for p in loads), "xenvcpu PT_LOADs: p_vaddr == VIRT_BASE + p_paddr")
+    expect(max(p[4] + p[6] for p in loads) <= 0x40000000, "xenvcpu ends below 1 GiB (the VIRT_BASE mapping)")
+    n = note_map(elf)
+    expect(n.get(6) == b"swiftlet-xenvcpu\0", "xenvcpu GUEST_OS swiftlet-xenvcpu")
+    expect(n.get(5) == b"xen-3.0\0", "xenvcpu XEN_VERSION xen-3.0")
+    expect(n.get(8) == b"generic\0", "xenvcpu LOADER generic")
+    expect(n.get(3) == struct.pack("<Q", VIRT_BASE), "xenvcpu VIRT_BASE 0xffffffff80000000 (8 bytes)")
+    expect(n.get(4) == struct.pack("<Q", 0), "xenvcpu PADDR_OFFSET 0 (8 bytes)")
+    expect(n.get(1) == struct.pack("<Q", syms["xen_start"]), f"xenvcpu ENTRY == xen_start 0x{syms['xen_start']:x}")
+    page = syms["hypercall_page"]
+    expect(n.get(2) == struct.pack("<Q", page), f"xenvcpu HYPERCALL_PAGE == hypercall_page 0x{page:x} (8 bytes)")
+    expect(page % 4096 == 0, "xenvcpu hypercall page is page-aligned")
+    expect(18 not in n, "xenvcpu has no PHYS32_ENTRY (xen64 only)")
+    seg = [p for p in loads if p[3] <= page and page + 4096 <= p[3] + p[5]]
+    expect(len(seg) == 1, "xenvcpu hypercall page lies in the file-backed part of one PT_LOAD")
+    if seg:
+        off = seg[0][2] + page - seg[0][3]
+        expect(elf["data"][off:off + 4096] == b"\x0f\x0b" * 2048, "xenvcpu hypercall page holds ud2 until the VMM fills it")
+
+
+def check_xenpvh(out):
+    elf = parse_elf(os.path.join(out, "xenpvh.elf"))
+    syms = elf["syms"]
+    expect(elf["type"] == 2 and elf["machine"] == 62, "xenpvh.elf is an x86-64 ET_EXEC")
+    expect(elf["entry"] == syms.get("pvh_start"), f"xenpvh.elf e_entry 0x{elf['entry']:x} == pvh_start")
+    loads = sorted([p for p in elf["phdrs"] if p[0] == 1], key=lambda p: p[4])
+    expect(loads[0][4] == 0x100000, f"xenpvh first PT_LOAD p_paddr 0x{loads[0][4]:x} == 0x100000")
+    expect(all(p[3] == p[4] for p in loads), "xenpvh PT_LOADs are identity-mapped (p_vaddr == p_paddr)")
+    n = note_map(elf)
+    expect(n.get(6) == b"swiftlet-xenpvh\0", "xenpvh GUEST_OS swiftlet-xenpvh")
+    expect(n.get(5) == b"xen-3.0\0", "xenpvh XEN_VERSION xen-3.0")
+    expect(n.get(8) == b"generic\0", "xenpvh LOADER generic")
+    expect(n.get(18) == struct.pack("<I", syms["pvh_start"]), "xenpvh PHYS32_ENTRY == pvh_start (4 bytes)")
+    expect(2 not in n, "xenpvh has no HYPERCALL_PAGE (it installs its pages through the MSR)")
+    expect(1 not in n, "xenpvh has no ENTRY (PVH only)")
+    feats = n.get(10, b"")
+    expect(feats.endswith(b"\0") and len(feats) > 1 and b"!" not in feats,
+           "xenpvh FEATURES note present, nothing required (turns --xen auto on)")
+    for name in ("hpage32", "hpage64", "hpage_compat", "hpage_bad"):
+        expect(syms.get(name, 1) % 4096 == 0, f"xenpvh {name} is page-aligned")
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     check_probe(sys.argv[1])
     check_smp(sys.argv[1])
     check_demo(sys.argv[1])
+    check_xenvcpu(sys.argv[1])
+    check_xenpvh(sys.argv[1])
     if errors:
         sys.exit(f"{len(errors)} check(s) failed")
     print("all checks passed")

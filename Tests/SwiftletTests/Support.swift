@@ -29,6 +29,8 @@ enum Harness {
         var probeBzImage: URL { directory.appendingPathComponent("probe.bzImage") }
         var demo: URL { directory.appendingPathComponent("demo.elf") }
         var smp: URL { directory.appendingPathComponent("smp.elf") }
+        var xenvcpu: URL { directory.appendingPathComponent("xenvcpu.elf") }
+        var xenpvh: URL { directory.appendingPathComponent("xenpvh.elf") }
     }
 
     struct Failure: Error, CustomStringConvertible { let description: String }

@@ -131,6 +131,25 @@ public final class GuestMemory: @unchecked Sendable {
         throw .outOfBounds(address: address.rawValue, length: length)
     }
 
+    /// Bytes of guest RAM the host has actually backed (`mincore`): what the guest and set-up
+    /// touched, since the mappings are never pre-faulted.
+    public var residentBytes: UInt64 {
+        let page = UInt64(sysconf(Int32(_SC_PAGESIZE)))
+        var total: UInt64 = 0
+        var vector = [UInt8](repeating: 0, count: 1 << 16)
+        for (base, region) in zip(bases, regions) {
+            var offset: UInt64 = 0
+            while offset < region.size {
+                let length = min(region.size - offset, UInt64(vector.count) * page)
+                let pages = Int((length + page - 1) / page)
+                guard mincore(base + Int(offset), Int(length), &vector) == 0 else { return 0 }
+                total += UInt64(vector.prefix(pages).filter { $0 & 1 != 0 }.count) * page
+                offset += length
+            }
+        }
+        return total
+    }
+
     // MARK: Bytes
 
     public func write(_ bytes: some Collection<UInt8>, at address: GuestAddress) throws(GuestMemoryError) {

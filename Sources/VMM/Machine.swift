@@ -509,6 +509,12 @@ public final class Machine: Sendable {
         try outcome.value.get()
     }
 
+    /// CLOCK_MONOTONIC nanoseconds when `run()` started: the zero of every run-relative time.
+    public var runStartMonotonicNanoseconds: UInt64 { runStarted.withLock { $0 } }
+
+    /// Guest RAM the host has backed so far.
+    public var guestResidentBytes: UInt64 { memory.residentBytes }
+
     /// The checkpoints the guest asked for, in order.
     public var checkpoints: [Checkpoint] { checkpointLog.withLock { $0 } }
 

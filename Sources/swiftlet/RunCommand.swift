@@ -190,6 +190,11 @@ struct RunReport: Encodable {
     let reason: String
     let vcpus: [VCPU]
     let checkpoints: [CheckpointEntry]
+    /// CLOCK_MONOTONIC at the start of the run, for tools that time this process from outside.
+    let runStartMonotonicNanoseconds: UInt64
+    /// The VMM's peak resident set (VmHWM) and how much of it is guest RAM the guest touched.
+    let peakRSSBytes: UInt64
+    let guestResidentBytes: UInt64
 
     init(machine: Machine, outcome: VMOutcome) {
         let config = machine.configuration
@@ -212,10 +217,29 @@ struct RunReport: Encodable {
                  }),
                  trapTable: s.xen.trapTable.count)
         }
+        runStartMonotonicNanoseconds = machine.runStartMonotonicNanoseconds
+        peakRSSBytes = Self.peakRSS()
+        guestResidentBytes = machine.guestResidentBytes
         checkpoints = machine.checkpoints.map { c in
             CheckpointEntry(label: c.label, vcpu: c.vcpu, atMicroseconds: c.atNanoseconds / 1000,
                             states: c.states.map { .init(id: $0.id, mpState: $0.mpState?.description, exits: $0.totalExits) })
         }
+    }
+
+    /// VmHWM from /proc/self/status, in bytes.
+    static func peakRSS() -> UInt64 {
+        let fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return 0 }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 8192)
+        let count = read(fd, &buffer, buffer.count)
+        guard count > 0 else { return 0 }
+        let text = String(decoding: buffer.prefix(count), as: UTF8.self)
+        for line in text.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            let kib = line.split(separator: " ").dropFirst().first.flatMap { UInt64($0) } ?? 0
+            return kib * 1024
+        }
+        return 0
     }
 
     func write(to path: String) throws {

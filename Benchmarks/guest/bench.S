@@ -4,6 +4,7 @@
  * does COUNT exits of its kind, writes checkpoint 2, then exits through QEMU's isa-debug-exit
  * (port 0xf4), which both Swiftlet and the C floor (and QEMU) understand.
  *   MODE_PIO    COUNT x  out %eax, $0x44 (an unclaimed port)
+ *   MODE_PIOIN  COUNT x  in $0x44, %eax (the same exit in the direction a hypercall trap uses)
  *   MODE_MMIO   COUNT x  movl %eax, 0xd0000000 (unbacked guest-physical address)
  *   MODE_HCALL  installs the hypercall page (MSR 0x40000000, 32-bit stubs), then COUNT x
  *               vcpu_op(VCPUOP_is_up, 0) through it
@@ -39,6 +40,8 @@ entry:
 1:
 #if defined(MODE_PIO)
         out %eax, $0x44
+#elif defined(MODE_PIOIN)
+        in $0x44, %eax
 #elif defined(MODE_MMIO)
         movl %eax, 0xd0000000
 #elif defined(MODE_HCALL)

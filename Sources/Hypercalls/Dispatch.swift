@@ -3,11 +3,32 @@
 /// edx, esi, edi).
 public struct HypercallRequest: Equatable, Sendable {
     public var number: UInt64
-    public var arguments: [UInt64]
-    public init(number: UInt64, arguments: [UInt64]) {
-        self.number = number
-        self.arguments = arguments + [UInt64](repeating: 0, count: max(0, 5 - arguments.count))
+    /// The five argument registers, stored inline: no allocation on the hypercall path.
+    public var arguments: Arguments
+
+    public struct Arguments: Equatable, Sendable {
+        var a0: UInt64, a1: UInt64, a2: UInt64, a3: UInt64, a4: UInt64
+        public subscript(index: Int) -> UInt64 {
+            switch index {
+            case 0: a0
+            case 1: a1
+            case 2: a2
+            case 3: a3
+            default: a4
+            }
+        }
     }
+
+    public init(number: UInt64, _ a0: UInt64 = 0, _ a1: UInt64 = 0, _ a2: UInt64 = 0, _ a3: UInt64 = 0, _ a4: UInt64 = 0) {
+        self.number = number
+        self.arguments = Arguments(a0: a0, a1: a1, a2: a2, a3: a3, a4: a4)
+    }
+
+    public init(number: UInt64, arguments: [UInt64]) {
+        let a = arguments + [UInt64](repeating: 0, count: max(0, 5 - arguments.count))
+        self.init(number: number, a[0], a[1], a[2], a[3], a[4])
+    }
+
     public var name: String { HypercallNumber.name(of: number) }
 }
 

@@ -165,6 +165,20 @@ public final class VCPU: @unchecked Sendable {
         ckvm_run_set_immediate_exit(page, on ? 1 : 0)
     }
 
+    // MARK: Registers delivered with each exit (KVM_CAP_SYNC_REGS)
+
+    /// Asks KVM to copy the general and special registers into `kvm_run` on every exit, so that
+    /// `syncedRegisters()` and `syncedSpecialRegisters()` need no ioctl. Needs `KVM_CAP_SYNC_REGS`.
+    public func syncRegistersOnExit(_ on: Bool) {
+        ckvm_run_set_valid_regs(page, on ? CKVM_SYNC_X86_REGS | CKVM_SYNC_X86_SREGS : 0)
+    }
+
+    /// The general registers as of the last exit; valid after `syncRegistersOnExit(true)`.
+    public func syncedRegisters() -> Registers { Registers(ckvm_run_regs(page).pointee) }
+
+    /// The special registers as of the last exit; valid after `syncRegistersOnExit(true)`.
+    public func syncedSpecialRegisters() -> SpecialRegisters { SpecialRegisters(ckvm_run_sregs(page).pointee) }
+
     // MARK: State
 
     public func registers() throws(KVMError) -> Registers {

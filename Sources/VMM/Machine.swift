@@ -126,6 +126,8 @@ public final class Machine: Sendable {
     public let protocolReason: String
     /// The Xen-style interface is on: Xen CPUID leaves, the hypercall trap and MSR.
     public let xenEnabled: Bool
+    /// KVM delivers registers with each exit (`KVM_CAP_SYNC_REGS`): hypercalls read them there.
+    let registersSynced: Bool
     public let bootState: BootState
     let system: KVMSystem
     let vm: VirtualMachine
@@ -278,6 +280,9 @@ public final class Machine: Sendable {
             self.vcpus = vcpus
         } catch { throw .kvm(error) }
         let vcpus = self.vcpus
+        // Hypercalls need the caller's registers; with sync regs they come with the exit.
+        registersSynced = xenEnabled && system.check(.syncRegs) & 0x3 == 0x3
+        if registersSynced { for vcpu in vcpus { vcpu.syncRegistersOnExit(true) } }
         slots = vcpus.map(VCPUSlot.init)
         slots[configuration.bootCPU].xen.withLock { $0.bringUp = .boot; $0.initialised = true }
         initialMPStates = vcpus.map { try? $0.mpState() }
@@ -308,6 +313,7 @@ public final class Machine: Sendable {
         runStarted.withLock { $0 = monotonicNanoseconds() }
         let input = configuration.forwardInput ? ConsoleInput() : nil
         var threads: [NativeThread] = []
+        for slot in slots { slot.activate() }
         for slot in slots {
             do {
                 threads.append(try NativeThread(name: "vcpu\(slot.vcpu.id)") { [self] in
@@ -318,7 +324,7 @@ public final class Machine: Sendable {
                 })
             } catch {
                 stop(.vmmError(vcpu: slot.vcpu.id, message: error.description))
-                break
+                slot.detach()
             }
         }
         do { try input?.start(into: serial) } catch { stop(.vmmError(vcpu: nil, message: error.description)) }
@@ -370,10 +376,13 @@ public final class Machine: Sendable {
                 return
             }
             if case .interrupted = exit {
-                // A kick: serve requests, then re-arm KVM_RUN unless the VM is stopping (the
-                // loop condition is checked after the flag is cleared, so no stop is lost).
-                slot.serve()
+                // A kick. Clear immediate_exit first, then serve the queue: a request queued after
+                // the clear sets the flag again, so the next KVM_RUN returns at once and serves
+                // it. (Serving first would let the clear swallow that request's kick, leaving a
+                // parked AP blocked in KVM_RUN with its request unserved.) The loop condition is
+                // checked after the clear, so no stop is lost either.
                 vcpu.setImmediateExit(false)
+                slot.serve()
                 continue
             }
             let now = monotonicNanoseconds() - start

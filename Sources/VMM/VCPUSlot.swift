@@ -52,9 +52,17 @@ final class VCPUSlot: Sendable {
 
     init(_ vcpu: VCPU) { self.vcpu = vcpu }
 
-    /// Called on the vCPU thread before its first `KVM_RUN`.
+    /// Called by `run()` before the vCPU's thread starts: from here on requests are queued for
+    /// that thread, never served on the caller's. (Were a request served here while the new
+    /// thread entered `KVM_RUN` on a parked AP, its ioctl would wait on the vCPU mutex forever.)
+    func activate() {
+        control.withLock { $0.threadActive = true }
+    }
+
+    /// Called on the vCPU thread before its first `KVM_RUN`, so that kicks can signal it. A kick
+    /// before this still sets `immediate_exit`, which makes that first `KVM_RUN` return at once.
     func attach(_ thread: NativeThread) {
-        control.withLock { $0.threadActive = true; $0.thread = thread }
+        control.withLock { $0.thread = thread }
     }
 
     /// Called on the vCPU thread as it ends: later requests run on their caller's thread.

@@ -34,7 +34,8 @@ public struct XenVCPUState: Sendable, Equatable {
     /// Taken down by `VCPUOP_down`: its thread parks until `VCPUOP_up`.
     public var down = false
     public var context: VCPUContext?
-    public var hypercalls: [String: Int] = [:]
+    /// Calls by number (0..63; larger numbers share the last slot), named when reported.
+    var callCounts = [Int](repeating: 0, count: 65)
     public var callbacks: [UInt16: UInt64] = [:]
     public var trapTable: [TrapInfo] = []
     // Runstate bookkeeping, nanoseconds since the run started.
@@ -43,6 +44,17 @@ public struct XenVCPUState: Sendable, Equatable {
     var offlineTime: UInt64 = 0
 
     public var isUp: Bool { bringUp != nil && !down }
+
+    mutating func count(_ number: UInt64) { callCounts[Int(min(number, 64))] += 1 }
+
+    /// Hypercall counts by Xen's name.
+    public var hypercalls: [String: Int] {
+        var named: [String: Int] = [:]
+        for (number, count) in callCounts.enumerated() where count > 0 {
+            named[number == 64 ? "unknown_64_or_above" : HypercallNumber.name(of: UInt64(number))] = count
+        }
+        return named
+    }
 
     /// Callback types by name (callback.h).
     public static let callbackNames: [UInt16: String] = [0: "event", 1: "failsafe", 2: "syscall", 4: "nmi", 5: "sysenter", 7: "syscall32"]
@@ -60,21 +72,26 @@ extension Machine {
     func serveHypercall(on slot: VCPUSlot) -> VMOutcome? {
         let vcpu = slot.vcpu
         let regs: Registers, sregs: SpecialRegisters
-        do {
-            regs = try vcpu.registers()
-            sregs = try vcpu.specialRegisters()
-        } catch {
-            return .vmmError(vcpu: vcpu.id, message: error.description)
+        if registersSynced {
+            regs = vcpu.syncedRegisters()
+            sregs = vcpu.syncedSpecialRegisters()
+        } else {
+            do {
+                regs = try vcpu.registers()
+                sregs = try vcpu.specialRegisters()
+            } catch {
+                return .vmmError(vcpu: vcpu.id, message: error.description)
+            }
         }
         let longMode = sregs.efer & ControlBits.lma != 0 && sregs.cs.long
+        let low: UInt64 = 0xFFFF_FFFF
         let request = longMode
-            ? HypercallRequest(number: regs.rax, arguments: [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8])
-            : HypercallRequest(number: regs.rax & 0xFFFF_FFFF,
-                               arguments: [regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi].map { $0 & 0xFFFF_FFFF })
+            ? HypercallRequest(number: regs.rax, regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8)
+            : HypercallRequest(number: regs.rax & low, regs.rbx & low, regs.rcx & low, regs.rdx & low, regs.rsi & low, regs.rdi & low)
         let view = GuestVirtualMemory(memory: memory, mode: GuestVirtualMemory.mode(
             cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4, efer: sregs.efer))
         let result = HypercallDispatcher.handle(request, in: XenEnvironment(machine: self, caller: slot, view: view))
-        slot.xen.withLock { $0.hypercalls[request.name, default: 0] += 1 }
+        slot.xen.withLock { $0.count(request.number) }
         vcpu.setIOValue(UInt32(truncatingIfNeeded: result.value))
         switch result.effect {
         case .none: return nil

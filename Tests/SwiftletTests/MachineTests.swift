@@ -71,6 +71,26 @@ struct MachineTests {
         #expect(machine.status()[1].mpState == .uninitialized)
     }
 
+    /// Requests to parked APs never lose their kick: many snapshots in a row, each needing every
+    /// parked vCPU's thread to leave KVM_RUN and serve it, all complete.
+    @Test(.timeLimit(.minutes(1)))
+    func snapshotsNeverLoseAKick() throws {
+        let probe = try KernelFile.read(path: try Harness.builtGuests().probe.path)
+        let sink = OutputSink()
+        let machine = try Machine(MachineConfiguration(kernel: probe, commandLine: Array("swiftlet.action=echo".utf8),
+                                                       memorySize: 64 << 20, cpus: 8, forwardInput: false,
+                                                       serialOutput: { sink.append($0) }))
+        let outcome = Locked<VMOutcome?>(nil)
+        let runner = Thread { outcome.value = machine.run() }
+        runner.start()
+        for _ in 0..<300 {
+            #expect(machine.status().filter { $0.mpState == .uninitialized }.count == 7)
+        }
+        machine.stop(.signal(15))
+        while outcome.value == nil { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(outcome.value == .signal(15))
+    }
+
     /// While the VM runs, status and MP-state changes are served on each vCPU's own thread, the
     /// parked APs (blocked inside KVM_RUN) included, and a stop from outside ends it all.
     @Test func statusAndControlWhileRunning() throws {

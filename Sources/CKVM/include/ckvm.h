@@ -101,4 +101,11 @@ static inline void ckvm_msr_complete(struct kvm_run *run, uint8_t error, uint64_
     run->msr.data = data;
 }
 
+// KVM_CAP_SYNC_REGS: register classes KVM copies into kvm_run on every exit.
+static const uint64_t CKVM_SYNC_X86_REGS = KVM_SYNC_X86_REGS;
+static const uint64_t CKVM_SYNC_X86_SREGS = KVM_SYNC_X86_SREGS;
+static inline void ckvm_run_set_valid_regs(struct kvm_run *run, uint64_t classes) { run->kvm_valid_regs = classes; }
+static inline const struct kvm_regs *ckvm_run_regs(const struct kvm_run *run) { return &run->s.regs.regs; }
+static inline const struct kvm_sregs *ckvm_run_sregs(const struct kvm_run *run) { return &run->s.regs.sregs; }
+
 #endif

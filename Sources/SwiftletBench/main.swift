@@ -1,5 +1,5 @@
 // swiftlet-bench: Swiftlet beside the KVM floor (Benchmarks/floor) and QEMU microvm, in one run.
-// Usage: swift run -c release swiftlet-bench [--runs N] [--count N] [--json] [--quick]
+// Usage: swift run -c release swiftlet-bench [--runs N] [--count N] [--json] [--quick] [--swiftlet PATH]
 // Needs make, cc, GNU as/ld; qemu-system-x86_64 for the QEMU columns (Benchmarks/run.sh installs it).
 import Foundation
 
@@ -8,6 +8,7 @@ struct Options {
     var count = 20000
     var json = false
     var quick = false
+    var swiftlet: String?
 
     init(_ arguments: [String]) {
         var i = 0
@@ -17,8 +18,9 @@ struct Options {
             case "--count": i += 1; count = max(100, Int(arguments[i]) ?? count)
             case "--json": json = true
             case "--quick": quick = true
+            case "--swiftlet": i += 1; swiftlet = arguments[i]
             case "--help", "-h":
-                print("usage: swiftlet-bench [--runs N] [--count N] [--json] [--quick]")
+                print("usage: swiftlet-bench [--runs N] [--count N] [--json] [--quick] [--swiftlet PATH]")
                 exit(0)
             default:
                 FileHandle.standardError.write(Data("swiftlet-bench: unknown option \(arguments[i])\n".utf8))
@@ -32,27 +34,35 @@ struct Options {
 let options = Options(Array(CommandLine.arguments.dropFirst()))
 let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 let binDir = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-let swiftlet = binDir.appendingPathComponent("swiftlet")
+let swiftlet = options.swiftlet.map { URL(fileURLWithPath: $0) } ?? binDir.appendingPathComponent("swiftlet")
 let work = FileManager.default.temporaryDirectory.appendingPathComponent("swiftlet-bench-\(getpid())")
 
 func log(_ text: String) { FileHandle.standardError.write(Data((text + "\n").utf8)) }
 
+/// Runs a program to completion with posix_spawn and wait4: wall time from spawn to reaped exit,
+/// and that child's own peak RSS. Output goes to files, read after the exit.
 @discardableResult
-func run(_ path: String, _ arguments: [String], quiet: Bool = true) -> (status: Int32, out: String, err: String, seconds: Double) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: path)
-    process.arguments = arguments
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = FileHandle.nullDevice
-    let start = DispatchTime.now()
-    do { try process.run() } catch { return (-1, "", "\(error)", 0) }
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
-    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self), seconds)
+func run(_ path: String, _ arguments: [String]) -> (status: Int32, out: String, err: String, seconds: Double, maxRSSKiB: Int) {
+    let outPath = work.appendingPathComponent("stdout").path, errPath = work.appendingPathComponent("stderr").path
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    let argv = ([path] + arguments).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let start = monotonicNow()
+    guard posix_spawn(&pid, path, &actions, nil, argv, environ) == 0 else { return (-1, "", "could not start \(path)", 0, 0) }
+    var status: Int32 = 0
+    var usage = rusage()
+    while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+    let seconds = Double(monotonicNow() - start) / 1e9
+    let exitStatus: Int32 = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+    let out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+    let err = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+    return (exitStatus, out, err, seconds, Int(usage.ru_maxrss))
 }
 
 func monotonicNow() -> UInt64 {
@@ -101,6 +111,7 @@ guard FileManager.default.isExecutableFile(atPath: swiftlet.path) else {
     log("swiftlet-bench: \(swiftlet.path) not found; build with `swift build -c release` first")
     exit(1)
 }
+try? FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
 let benchOut = work.appendingPathComponent("bench").path, guestOut = work.appendingPathComponent("guests").path
 for (dir, out) in [("Benchmarks", benchOut), ("Guests", guestOut)] {
     let made = run("/usr/bin/make", ["-s", "-C", root.appendingPathComponent(dir).path, "OUT=\(out)", "COUNT=\(options.count)"])
@@ -109,7 +120,7 @@ for (dir, out) in [("Benchmarks", benchOut), ("Guests", guestOut)] {
 func bench(_ mode: String) -> String { "\(benchOut)/bench-\(mode).elf" }
 let floor = "\(benchOut)/floor"
 
-func report(_ arguments: [String]) -> (json: [String: Any], seconds: Double, spawnedAt: UInt64)? {
+func report(_ arguments: [String]) -> (json: [String: Any], seconds: Double, spawnedAt: UInt64, maxRSSKiB: Int)? {
     let path = work.appendingPathComponent("report.json").path
     let spawnedAt = monotonicNow()
     let result = run(swiftlet.path, ["run", "--no-stdin", "--report", path] + arguments)
@@ -119,7 +130,7 @@ func report(_ arguments: [String]) -> (json: [String: Any], seconds: Double, spa
         return nil
     }
     try? FileManager.default.removeItem(atPath: path)
-    return (json, result.seconds, spawnedAt)
+    return (json, result.seconds, spawnedAt, result.maxRSSKiB)
 }
 
 func checkpointSpan(_ json: [String: Any]) -> Double? {
@@ -131,7 +142,7 @@ func checkpointSpan(_ json: [String: Any]) -> Double? {
 // MARK: 1, 2. Exit and hypercall round trips.
 
 log("exit round trips (\(options.count) exits x \(options.runs) runs)...")
-for mode in ["pio", "mmio"] {
+for mode in ["pio", "pioin", "mmio"] {
     var floorValues: [Double] = [], swiftletValues: [Double] = []
     for _ in 0..<options.runs {
         let f = run(floor, [bench(mode)])
@@ -203,7 +214,8 @@ for cpus in options.quick ? [2, 8] : [2, 8, 64] {
         if let r = report(["--kernel", "\(guestOut)/xenvcpu.elf", "--boot", "xen64", "--cpus", String(cpus), "--memory", "128M",
                            "--cmdline", "xen.bench=1"]),
            let vcpus = r.json["vcpus"] as? [[String: Any]], let first = vcpus.first?["firstExitMicroseconds"] as? Double,
-           let cps = r.json["checkpoints"] as? [[String: Any]], let end = cps.last?["atMicroseconds"] as? Double {
+           let cps = r.json["checkpoints"] as? [[String: Any]],
+           let end = cps.first(where: { $0["label"] as? Int == 2 })?["atMicroseconds"] as? Double {
             up.append((end - first) / 1000)
         }
     }
@@ -214,22 +226,25 @@ for cpus in options.quick ? [2, 8] : [2, 8, 64] {
 
 log("memory...")
 for (cpus, memory) in [(1, "128M"), (64, "128M"), (1, "16G")] {
-    var values: [Double] = []
+    var peak: [Double] = [], anonymous: [Double] = []
     for _ in 0..<max(1, options.runs / 2) {
         if let r = report(["--kernel", bench("done"), "--cpus", String(cpus), "--memory", memory]),
-           let peak = r.json["peakRSSBytes"] as? Double, let guest = r.json["guestResidentBytes"] as? Double {
-            values.append((peak - guest) / 1_048_576)
+           let guest = r.json["guestResidentBytes"] as? Double, let anon = r.json["anonymousRSSBytes"] as? Double,
+           let hwm = r.json["peakRSSBytes"] as? Double {
+            // Swiftlet's own VmHWM, taken after exec: wait4's ru_maxrss would also count the
+            // spawning process, shared with the child until exec (posix_spawn's CLONE_VM).
+            peak.append((hwm - guest) / 1_048_576)
+            anonymous.append((anon - guest) / 1_048_576)
         }
     }
-    record("memory", "swiftlet peak RSS - guest-touched, \(cpus) vCPU, \(memory)", "MiB", values)
+    record("memory", "swiftlet peak RSS - guest-touched, \(cpus) vCPU, \(memory)", "MiB", peak)
+    record("memory", "  of which private (RssAnon - guest-touched)", "MiB", anonymous)
 }
-if let qemu, let python = which("python3") {
+if let qemu {
     for (cpus, memory) in [(1, "128M"), (1, "16G")] {
-        let script = "import resource,subprocess,sys; subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-        let r = run(python, ["-c", script, qemu] + qemuArguments(bench("done"), memory: memory, cpus: cpus))
-        if let kib = Double(r.out.trimmingCharacters(in: .whitespacesAndNewlines)) {
-            record("memory", "qemu microvm peak RSS, \(cpus) vCPU, \(memory)", "MiB", [kib / 1024])
-        }
+        // wait4's ru_maxrss: also covers this process until QEMU's exec, but QEMU is the larger.
+        let r = run(qemu, qemuArguments(bench("done"), memory: memory, cpus: cpus))
+        record("memory", "qemu microvm peak RSS, \(cpus) vCPU, \(memory)", "MiB", [Double(r.maxRSSKiB) / 1024])
     }
 }
 
@@ -270,7 +285,7 @@ if options.json {
 } else {
     func f(_ v: Double) -> String { v.isNaN ? "-" : (v >= 100 ? String(format: "%.0f", v) : String(format: "%.2f", v)) }
     print("Swiftlet benchmarks — \(ISO8601DateFormatter().string(from: Date())) — \(machine), \(ProcessInfo.processInfo.activeProcessorCount) CPUs")
-    print("(\(options.runs) runs each; \(options.count) exits per round-trip run; min / median / max)\n")
+    print("(\(options.runs) runs each; \(options.count) exits per round-trip run; min / median / max; swiftlet: \(swiftlet.path))\n")
     var group = ""
     for row in rows {
         if row.group != group { group = row.group; print("\(group)") }

@@ -194,6 +194,8 @@ struct RunReport: Encodable {
     let runStartMonotonicNanoseconds: UInt64
     /// The VMM's peak resident set (VmHWM) and how much of it is guest RAM the guest touched.
     let peakRSSBytes: UInt64
+    /// RssAnon at the end: private memory, guest RAM included; the rest of the RSS is shared code.
+    let anonymousRSSBytes: UInt64
     let guestResidentBytes: UInt64
 
     init(machine: Machine, outcome: VMOutcome) {
@@ -218,7 +220,8 @@ struct RunReport: Encodable {
                  trapTable: s.xen.trapTable.count)
         }
         runStartMonotonicNanoseconds = machine.runStartMonotonicNanoseconds
-        peakRSSBytes = Self.peakRSS()
+        peakRSSBytes = Self.statusField("VmHWM:")
+        anonymousRSSBytes = Self.statusField("RssAnon:")
         guestResidentBytes = machine.guestResidentBytes
         checkpoints = machine.checkpoints.map { c in
             CheckpointEntry(label: c.label, vcpu: c.vcpu, atMicroseconds: c.atNanoseconds / 1000,
@@ -226,8 +229,8 @@ struct RunReport: Encodable {
         }
     }
 
-    /// VmHWM from /proc/self/status, in bytes.
-    static func peakRSS() -> UInt64 {
+    /// A kB field of /proc/self/status (VmHWM, RssAnon), in bytes.
+    static func statusField(_ name: String) -> UInt64 {
         let fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return 0 }
         defer { close(fd) }
@@ -235,7 +238,7 @@ struct RunReport: Encodable {
         let count = read(fd, &buffer, buffer.count)
         guard count > 0 else { return 0 }
         let text = String(decoding: buffer.prefix(count), as: UTF8.self)
-        for line in text.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        for line in text.split(separator: "\n") where line.hasPrefix(name) {
             let kib = line.split(separator: " ").dropFirst().first.flatMap { UInt64($0) } ?? 0
             return kib * 1024
         }

@@ -19,16 +19,7 @@
         .set PIT_200US, 239
 
 /* ---- Xen ELF notes ---- */
-.macro XENNOTE type:req, kind:req, value:vararg
-        .balign 4
-        .long 2f - 1f
-        .long 4f - 3f
-        .long \type
-1:      .asciz "Xen"
-2:      .balign 4
-3:      \kind \value
-4:      .balign 4
-.endm
+.include "xennote.inc"                  /* common/xennote.inc (as -I common) */
 
         .section .note.Xen, "a", @note
         XENNOTE 6,  .asciz, "swiftlet-demo"     /* GUEST_OS */

@@ -10,6 +10,7 @@
  * VIRT_BASE -> 0 for 1 GiB), loads the probe's GDT and calls probe_main(protocol) at the high
  * virtual address on the probe's own stack.
  */
+#include "isrstubs.inc"
 
 #define VIRT_BASE 0xffffffff80000000
 #define PA(x) ((x) - VIRT_BASE)
@@ -278,21 +279,7 @@ pvh_long:
 
 /* ---- exception stubs: 256 x 16 bytes, vector = (stub - isr_stubs) / 16 ---- */
         .text
-        .balign 16
-        .globl isr_stubs
-isr_stubs:
-        vector = 0
-        .rept 256
-        .balign 16, 0xcc
-        .if (vector == 8) || (vector == 10) || (vector == 11) || (vector == 12) || (vector == 13) || (vector == 14) || (vector == 17) || (vector == 21) || (vector == 29) || (vector == 30)
-        .else
-        pushq $0
-        .endif
-        pushq $vector
-        jmp isr_common
-        vector = vector + 1
-        .endr
-        .balign 16, 0xcc
+        ISR_STUBS                               /* common/isrstubs.inc */
 
 isr_common:
         mov (%rsp), %rdi                        /* vector */

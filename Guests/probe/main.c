@@ -1,5 +1,6 @@
 /* Swiftlet probe: common part, run in 64-bit mode on the probe's own page tables. */
 #include "probe.h"
+#include "idt.h"
 
 struct boot_info bi;                       /* .bss */
 static volatile uint64_t bss_canary;       /* .bss: must read 0 at entry */
@@ -21,33 +22,10 @@ static const char *proto_name(int proto)
 }
 
 /* ---- IDT: every vector goes to exception_handler ---- */
-struct idt_gate {
-    uint16_t off0, sel;
-    uint8_t ist, type;
-    uint16_t off1;
-    uint32_t off2, zero;
-} __attribute__((packed));
-extern struct idt_gate idt_table[256];
-
-struct desc_ptr {
-    uint16_t limit;
-    uint64_t base;
-} __attribute__((packed));
-
 void idt_install(void)
 {
-    for (int i = 0; i < 256; i++) {
-        uint64_t a = (uint64_t)isr_stubs + 16 * (uint64_t)i;
-        idt_table[i].off0 = (uint16_t)a;
-        idt_table[i].sel = 0x08;
-        idt_table[i].ist = 0;
-        idt_table[i].type = 0x8e; /* present, DPL 0, 64-bit interrupt gate */
-        idt_table[i].off1 = (uint16_t)(a >> 16);
-        idt_table[i].off2 = (uint32_t)(a >> 32);
-        idt_table[i].zero = 0;
-    }
-    struct desc_ptr d = {sizeof(struct idt_gate) * 256 - 1, (uint64_t)idt_table};
-    __asm__ volatile("lidt %0" ::"m"(d) : "memory");
+    idt_fill(0x08);
+    idt_lidt();
 }
 
 NORETURN void exception_handler(uint64_t vector, uint64_t error, uint64_t rip)
@@ -167,6 +145,19 @@ int mapped(uint64_t addr, uint64_t len)
     return addr + len >= addr && addr + len <= MAPPED_LIMIT;
 }
 
+/* The length of the NUL-terminated string at addr if it ends within lim bytes. */
+static int cstr_scan(uint64_t addr, uint64_t lim, uint64_t *lenp)
+{
+    const volatile char *p = (const volatile char *)addr;
+    for (uint64_t i = 0; i < lim; i++) {
+        if (p[i] == 0) {
+            *lenp = i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int cstr_in_ram(uint64_t addr, uint64_t maxlen, uint64_t *lenp)
 {
     uint64_t e = ram_extent_end(addr);
@@ -179,14 +170,7 @@ int cstr_in_ram(uint64_t addr, uint64_t maxlen, uint64_t *lenp)
     uint64_t lim = e - addr;
     if (lim > maxlen)
         lim = maxlen;
-    const volatile char *p = (const volatile char *)addr;
-    for (uint64_t i = 0; i < lim; i++) {
-        if (p[i] == 0) {
-            *lenp = i;
-            return 1;
-        }
-    }
-    return 0;
+    return cstr_scan(addr, lim, lenp);
 }
 
 /* A NUL-terminated string anywhere in mapped memory (used when the in-RAM check already failed). */
@@ -197,14 +181,7 @@ int cstr_mapped(uint64_t addr, uint64_t maxlen, uint64_t *lenp)
     uint64_t lim = MAPPED_LIMIT - addr;
     if (lim > maxlen)
         lim = maxlen;
-    const volatile char *p = (const volatile char *)addr;
-    for (uint64_t i = 0; i < lim; i++) {
-        if (p[i] == 0) {
-            *lenp = i;
-            return 1;
-        }
-    }
-    return 0;
+    return cstr_scan(addr, lim, lenp);
 }
 
 /* Record (and checksum) an initrd given by physical address; 0 if it is not readable RAM. */

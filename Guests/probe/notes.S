@@ -2,16 +2,7 @@
 
 #define VIRT_BASE 0xffffffff80000000
 
-.macro XENNOTE type:req, kind:req, value:vararg
-        .balign 4
-        .long 2f - 1f                   /* n_namesz */
-        .long 4f - 3f                   /* n_descsz */
-        .long \type                     /* n_type */
-1:      .asciz "Xen"
-2:      .balign 4
-3:      \kind \value
-4:      .balign 4
-.endm
+#include "xennote.inc"
 
         .section .note.Xen, "a", @note
         XENNOTE 6,  .asciz, "swiftlet-probe"                    /* GUEST_OS */

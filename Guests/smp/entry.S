@@ -10,6 +10,7 @@
  * Both CPUs kinds go through enter_long (PAE, CR3, EFER.LME, CR0.PG) and call C on their own
  * stack: smp_main (BSP) or ap_main (AP).
  */
+#include "isrstubs.inc"
 #include "layout.h"
 
 #define MSR_EFER 0xc0000080
@@ -143,21 +144,7 @@ tramp_end:
 /* ---- exception stubs: 256 x 16 bytes, vector = (stub - isr_stubs) / 16 ---- */
         .text
         .code64
-        .balign 16
-        .globl isr_stubs
-isr_stubs:
-        vector = 0
-        .rept 256
-        .balign 16, 0xcc
-        .if (vector == 8) || (vector == 10) || (vector == 11) || (vector == 12) || (vector == 13) || (vector == 14) || (vector == 17) || (vector == 21) || (vector == 29) || (vector == 30)
-        .else
-        pushq $0
-        .endif
-        pushq $vector
-        jmp isr_common
-        vector = vector + 1
-        .endr
-        .balign 16, 0xcc
+        ISR_STUBS                               /* common/isrstubs.inc */
 
 isr_common:
         mov (%rsp), %rdi                        /* vector */

@@ -3,6 +3,7 @@
  * INIT-SIPI-SIPI (xAPIC or x2APIC ICR), one at a time, and reports. See Guests/README.md.
  */
 #include "smp.h"
+#include "idt.h"
 
 struct hvm_start_info {
     uint32_t magic, version, flags, nr_modules;
@@ -114,40 +115,7 @@ static void record_self(uint32_t id, uint64_t apic_base)
     cpu_info[id].topo_end_ecx = r[2];
 }
 
-/* ---- IDT (shared by every CPU) ---- */
-struct idt_gate {
-    uint16_t off0, sel;
-    uint8_t ist, type;
-    uint16_t off1;
-    uint32_t off2, zero;
-} __attribute__((packed));
-extern struct idt_gate idt_table[256];
-
-struct desc_ptr {
-    uint16_t limit;
-    uint64_t base;
-} __attribute__((packed));
-
-static void idt_load(void)
-{
-    struct desc_ptr d = {sizeof(struct idt_gate) * 256 - 1, (uint64_t)idt_table};
-    __asm__ volatile("lidt %0" ::"m"(d) : "memory");
-}
-
-static void idt_build(void)
-{
-    for (int i = 0; i < 256; i++) {
-        uint64_t a = (uint64_t)isr_stubs + 16 * (uint64_t)i;
-        idt_table[i].off0 = (uint16_t)a;
-        idt_table[i].sel = KCODE64;
-        idt_table[i].ist = 0;
-        idt_table[i].type = 0x8e; /* present, DPL 0, 64-bit interrupt gate */
-        idt_table[i].off1 = (uint16_t)(a >> 16);
-        idt_table[i].off2 = (uint32_t)(a >> 32);
-        idt_table[i].zero = 0;
-    }
-}
-
+/* ---- exceptions (IDT from common/idt.h, shared by every CPU) ---- */
 NORETURN void exception_handler(uint64_t vector, uint64_t error, uint64_t rip)
 {
     uint32_t r[4];
@@ -332,7 +300,7 @@ static void wake(uint32_t id, uint32_t bsp_id)
 /* ---- AP ---- */
 void ap_main(void)
 {
-    idt_load();
+    idt_lidt();
     __atomic_fetch_add(&ap_arrivals, 1, __ATOMIC_SEQ_CST);
     uint64_t base = rdmsr(MSR_APIC_BASE);
     if (use_x2apic && !(base & APIC_BASE_X2APIC))
@@ -433,8 +401,8 @@ static void print_online(void)
 /* ---- BSP ---- */
 NORETURN void smp_main(void)
 {
-    idt_build();
-    idt_load();
+    idt_fill(KCODE64);
+    idt_lidt();
 
     const struct hvm_start_info *si = (const struct hvm_start_info *)(uint64_t)start_info_pa;
     uint64_t rsdp = 0;

@@ -1,15 +1,6 @@
 /* Swiftlet SMP guest: Xen ELF notes (PVH only). */
 
-.macro XENNOTE type:req, kind:req, value:vararg
-        .balign 4
-        .long 2f - 1f                   /* n_namesz */
-        .long 4f - 3f                   /* n_descsz */
-        .long \type                     /* n_type */
-1:      .asciz "Xen"
-2:      .balign 4
-3:      \kind \value
-4:      .balign 4
-.endm
+#include "xennote.inc"
 
         .section .note.Xen, "a", @note
         XENNOTE 6,  .asciz, "swiftlet-smp"                      /* GUEST_OS */

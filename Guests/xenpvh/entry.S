@@ -12,6 +12,7 @@
  *   the call, xen_version(XENVER_extraversion), vcpu_op(VCPUOP_is_up, 0) and
  *   console_io(CONSOLEIO_write, "pvh32 console_io ok\n"), all with the 32-bit ABI.
  */
+#include "isrstubs.inc"
 #include "layout.h"
 
 #define MSR_EFER 0xc0000080
@@ -269,21 +270,7 @@ wrmsr_compat:
         ret
 
 /* ---- exception stubs: 256 x 16 bytes, vector = (stub - isr_stubs) / 16 ---- */
-        .balign 16
-        .globl isr_stubs
-isr_stubs:
-        vector = 0
-        .rept 256
-        .balign 16, 0xcc
-        .if (vector == 8) || (vector == 10) || (vector == 11) || (vector == 12) || (vector == 13) || (vector == 14) || (vector == 17) || (vector == 21) || (vector == 29) || (vector == 30)
-        .else
-        pushq $0
-        .endif
-        pushq $vector
-        jmp isr_common
-        vector = vector + 1
-        .endr
-        .balign 16, 0xcc
+        ISR_STUBS                               /* common/isrstubs.inc */
 
 /* #GP at msr_try_insn: note it (and its error code), skip the 2-byte wrmsr. Anything else: report. */
 isr_common:

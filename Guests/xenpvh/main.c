@@ -8,6 +8,7 @@
 #include "layout.h"
 #include "lib.h"
 #include "xen.h"
+#include "idt.h"
 
 struct hvm_start_info {
     uint32_t magic, version, flags, nr_modules;
@@ -36,33 +37,10 @@ void wrmsr_compat(uint32_t msr, uint64_t value);
 uint8_t *xen_hcall_page DATA = hpage64;
 
 /* ---- IDT ---- */
-struct idt_gate {
-    uint16_t off0, sel;
-    uint8_t ist, type;
-    uint16_t off1;
-    uint32_t off2, zero;
-} __attribute__((packed));
-extern struct idt_gate idt_table[256];
-
-struct desc_ptr {
-    uint16_t limit;
-    uint64_t base;
-} __attribute__((packed));
-
 static void idt_install(void)
 {
-    for (int i = 0; i < 256; i++) {
-        uint64_t a = (uint64_t)isr_stubs + 16 * (uint64_t)i;
-        idt_table[i].off0 = (uint16_t)a;
-        idt_table[i].sel = KCODE64;
-        idt_table[i].ist = 0;
-        idt_table[i].type = 0x8e; /* present, DPL 0, 64-bit interrupt gate */
-        idt_table[i].off1 = (uint16_t)(a >> 16);
-        idt_table[i].off2 = (uint32_t)(a >> 32);
-        idt_table[i].zero = 0;
-    }
-    struct desc_ptr d = {sizeof(struct idt_gate) * 256 - 1, (uint64_t)idt_table};
-    __asm__ volatile("lidt %0" ::"m"(d) : "memory");
+    idt_fill(KCODE64);
+    idt_lidt();
 }
 
 NORETURN void exception_handler(uint64_t vector, uint64_t error, uint64_t rip)

@@ -4,16 +4,7 @@
  * Swiftlet's `--xen auto` on for this image.
  */
 
-.macro XENNOTE type:req, kind:req, value:vararg
-        .balign 4
-        .long 2f - 1f                   /* n_namesz */
-        .long 4f - 3f                   /* n_descsz */
-        .long \type                     /* n_type */
-1:      .asciz "Xen"
-2:      .balign 4
-3:      \kind \value
-4:      .balign 4
-.endm
+#include "xennote.inc"
 
         .section .note.Xen, "a", @note
         XENNOTE 6,  .asciz, "swiftlet-xenpvh"                   /* GUEST_OS */

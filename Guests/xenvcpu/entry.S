@@ -11,6 +11,7 @@
  *   TOP_VA (top 2 MiB)          -> physical [0, 2 MiB) (context pointers that wrap around)
  *   EDGE_VA                     -> edge_page, one 4 KiB page; EDGE_VA + 4 KiB is unmapped
  */
+#include "isrstubs.inc"
 #include "layout.h"
 
 #define MSR_EFER 0xc0000080
@@ -206,21 +207,7 @@ callback_syscall:
         ud2
 
 /* ---- exception stubs: 256 x 16 bytes, vector = (stub - isr_stubs) / 16 ---- */
-        .balign 16
-        .globl isr_stubs
-isr_stubs:
-        vector = 0
-        .rept 256
-        .balign 16, 0xcc
-        .if (vector == 8) || (vector == 10) || (vector == 11) || (vector == 12) || (vector == 13) || (vector == 14) || (vector == 17) || (vector == 21) || (vector == 29) || (vector == 30)
-        .else
-        pushq $0
-        .endif
-        pushq $vector
-        jmp isr_common
-        vector = vector + 1
-        .endr
-        .balign 16, 0xcc
+        ISR_STUBS                               /* common/isrstubs.inc */
 
 isr_common:
         mov (%rsp), %rdi                        /* vector */

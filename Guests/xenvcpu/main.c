@@ -8,26 +8,9 @@
 #include "layout.h"
 #include "lib.h"
 #include "xen.h"
+#include "idt.h"
+#include "xenstart.h"
 
-struct xen_start_info {
-    char magic[32];
-    uint64_t nr_pages;
-    uint64_t shared_info;
-    uint32_t flags, pad0;
-    uint64_t store_mfn;
-    uint32_t store_evtchn, pad1;
-    uint64_t console_mfn;
-    uint32_t console_evtchn, pad2;
-    uint64_t pt_base;
-    uint64_t nr_pt_frames;
-    uint64_t mfn_list;
-    uint64_t mod_start;
-    uint64_t mod_len;
-    char cmd_line[1024];
-    uint64_t first_p2m_pfn;
-    uint64_t nr_p2m_frames;
-};
-_Static_assert(sizeof(struct xen_start_info) == 1168, "start_info is 1168 bytes");
 
 #define CHECKPOINT_PORT 0x504
 #define COOKIE 0x5377696674000000UL /* "\0\0\0tfiwS": the AP's RSI is COOKIE + id */
@@ -149,40 +132,7 @@ static void mdelay(uint64_t ms)
 }
 static uint64_t tsc_us(uint64_t ticks) { return ticks * 1000 / tsc_per_ms; }
 
-/* ---- IDT, shared by every vCPU ---- */
-struct idt_gate {
-    uint16_t off0, sel;
-    uint8_t ist, type;
-    uint16_t off1;
-    uint32_t off2, zero;
-} __attribute__((packed));
-extern struct idt_gate idt_table[256];
-
-struct desc_ptr {
-    uint16_t limit;
-    uint64_t base;
-} __attribute__((packed));
-
-static void idt_build(void)
-{
-    for (int i = 0; i < 256; i++) {
-        uint64_t a = (uint64_t)isr_stubs + 16 * (uint64_t)i;
-        idt_table[i].off0 = (uint16_t)a;
-        idt_table[i].sel = KCODE64;
-        idt_table[i].ist = 0;
-        idt_table[i].type = 0x8e; /* present, DPL 0, 64-bit interrupt gate */
-        idt_table[i].off1 = (uint16_t)(a >> 16);
-        idt_table[i].off2 = (uint32_t)(a >> 32);
-        idt_table[i].zero = 0;
-    }
-}
-
-static void idt_load(void)
-{
-    struct desc_ptr d = {sizeof(struct idt_gate) * 256 - 1, (uint64_t)idt_table};
-    __asm__ volatile("lidt %0" ::"m"(d) : "memory");
-}
-
+/* ---- exceptions (IDT from common/idt.h, shared by every vCPU) ---- */
 NORETURN void exception_handler(uint64_t vector, uint64_t error, uint64_t rip, uint64_t rsp)
 {
     uint64_t base = (uint64_t)ap_stacks;
@@ -228,7 +178,7 @@ static NORETURN void ap_loop(struct ap *a, uint32_t id)
 
 void ap_main(const struct ap_frame *f)
 {
-    idt_load();
+    idt_lidt();
     uint64_t id = f->rdi;
     if (id >= MAX_VCPUS || id == self_id) {
         stray_rdi = id;
@@ -989,8 +939,8 @@ static NORETURN void finish(void)
 void xen_main(const struct xen_start_info *si)
 {
     print("xenvcpu: entered via xen64\n");
-    idt_build();
-    idt_load();
+    idt_fill(KCODE64);
+    idt_lidt();
     if (!check(memcmp(si->magic, "xen-3.0-x86_64", 15) == 0 && si->nr_pages > 0, "start-info",
                "start_info at 0x%lx: magic \"%s\" nr_pages %lu", (uint64_t)si,
                nul_within(si->magic, sizeof si->magic) ? si->magic : "?", si->nr_pages)) {

@@ -447,6 +447,18 @@ static NORETURN void do_action(void)
         print("FAIL reset ignored\n");
         poweroff(1);
     }
+    if (value_is(v, vn, "halt")) {
+        /* Halt with interrupts off: nothing can resume this vCPU; the VMM must notice. */
+        summary();
+        for (;;)
+            __asm__ volatile("cli; hlt");
+    }
+    if (value_is(v, vn, "idle")) {
+        /* Halt with interrupts on: an interrupt could come, so the VMM must keep waiting. */
+        summary();
+        for (;;)
+            __asm__ volatile("sti; hlt");
+    }
     if (value_is(v, vn, "acpi-poweroff")) {
         /* ACPI S5 the hardware-reduced way: SLP_TYP 5 (the DSDT's \\_S5) with SLP_EN (bit 5)
            to the FADT's sleep control register, I/O port 0x508 on Swiftlet. */

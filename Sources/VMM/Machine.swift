@@ -140,6 +140,7 @@ public final class Machine: Sendable {
     let stopState = Mutex<VMOutcome?>(nil)
     let slots: [VCPUSlot]
     let checkpointLog = Mutex<[Checkpoint]>([])
+    let watchdogWakeup = DispatchSemaphore(value: 0)
     let runStarted = Mutex<UInt64>(0)
     /// Each vCPU's MP state when the machine was built, before any guest code ran.
     public let initialMPStates: [MPState?]
@@ -328,9 +329,54 @@ public final class Machine: Sendable {
             }
         }
         do { try input?.start(into: serial) } catch { stop(.vmmError(vcpu: nil, message: error.description)) }
+        let watchdog = try? NativeThread(name: "watchdog") { [self] in watchForDeadlock() }
         for thread in threads { thread.join() }
+        watchdogWakeup.signal()
+        watchdog?.join()
         input?.stop()
         return stopState.withLock { $0 } ?? .vmmError(vcpu: nil, message: "all vCPU threads ended without a reason")
+    }
+
+    /// Ends the VM when no vCPU can ever run again. Cheap while the guest works: it looks closer
+    /// (a status snapshot, which kicks every vCPU) only after `deadlockQuietPeriod` without a
+    /// single exit.
+    private func watchForDeadlock() {
+        var lastExits = -1
+        while !isStopping {
+            _ = watchdogWakeup.wait(timeout: .now() + Self.deadlockQuietPeriod)
+            if isStopping { return }
+            let exits = slots.reduce(0) { $0 + $1.counters.withLock { $0.exitCounts.values.reduce(0, +) } }
+            defer { lastExits = exits }
+            guard exits == lastExits else { continue }
+            let states = status()
+            guard Self.canNeverRun(states, down: slots.map { $0.xen.withLock { $0.down } }) else { continue }
+            let summary = states.map { "vCPU \($0.id) \($0.mpState?.description ?? "?")" }.joined(separator: ", ")
+            stop(.deadlocked(states: summary))
+            return
+        }
+    }
+
+    static let deadlockQuietPeriod: DispatchTimeInterval = .milliseconds(200)
+    static let interruptFlag: UInt64 = 1 << 9
+
+    /// True if no vCPU can run again: each is HALTED with RFLAGS.IF clear (no maskable interrupt
+    /// ends that halt, and no running vCPU is left to send an NMI or INIT), waiting for INIT
+    /// (UNINITIALIZED), or taken down by VCPUOP_down; and at least one of them is halted.
+    public static func canNeverRun(_ states: [VCPUStatus], down: [Bool]) -> Bool {
+        var halted = false
+        for (index, state) in states.enumerated() {
+            if down.indices.contains(index) && down[index] { continue }
+            switch state.mpState {
+            case .halted?:
+                guard let flags = state.rflags, flags & interruptFlag == 0 else { return false }
+                halted = true
+            case .uninitialized?:
+                continue
+            default:
+                return false
+            }
+        }
+        return halted
     }
 
     /// Records the first stop reason and knocks every vCPU out of `KVM_RUN`. Safe from any thread.
@@ -342,6 +388,7 @@ public final class Machine: Sendable {
         }
         guard first else { return }
         for slot in slots { slot.kick() }
+        watchdogWakeup.signal()
     }
 
     var isStopping: Bool { stopState.withLock { $0 != nil } }
@@ -475,11 +522,12 @@ public final class Machine: Sendable {
     /// `own` is the calling vCPU's slot when a vCPU thread asks: it reads itself directly and
     /// keeps serving its own queue while it waits, so two vCPUs asking at once cannot deadlock.
     func status(servingOwnQueue own: VCPUSlot?) -> [VCPUStatus] {
-        let results = slots.map { _ in Locked<(MPState?, UInt64?)>((nil, nil)) }
+        let results = slots.map { _ in Locked<(MPState?, UInt64?, UInt64?)>((nil, nil, nil)) }
         var waits: [DispatchSemaphore] = []
         for (index, slot) in slots.enumerated() {
             let read: @Sendable (VCPU) -> Void = { vcpu in
-                results[index].value = ((try? vcpu.mpState()) ?? nil, try? vcpu.registers().rip)
+                let regs = try? vcpu.registers()
+                results[index].value = ((try? vcpu.mpState()) ?? nil, regs?.rip, regs?.rflags)
             }
             if slot === own { read(slot.vcpu) } else { waits.append(slot.submit(read)) }
         }
@@ -488,8 +536,8 @@ public final class Machine: Sendable {
         }
         return slots.enumerated().map { index, slot in
             let counters = slot.counters.withLock { $0 }
-            let (state, rip) = results[index].value
-            return VCPUStatus(id: slot.vcpu.id, mpState: state, rip: rip, lastExit: counters.lastExit,
+            let (state, rip, rflags) = results[index].value
+            return VCPUStatus(id: slot.vcpu.id, mpState: state, rip: rip, rflags: rflags, lastExit: counters.lastExit,
                               exitCounts: counters.exitCounts, firstExitNanoseconds: counters.firstExit,
                               xen: slot.xen.withLock { $0 })
         }

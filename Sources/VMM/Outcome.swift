@@ -11,6 +11,7 @@ import KVM
 /// | 32 | the guest asked for a reset (i8042 0xFE, KVM reset event); Swiftlet does not reboot |
 /// | 34 | triple fault (`KVM_EXIT_SHUTDOWN`) |
 /// | 36 | KVM could not run the guest (`KVM_EXIT_INTERNAL_ERROR`, `KVM_EXIT_FAIL_ENTRY`) |
+/// | 38 | every vCPU halted with interrupts disabled, or waiting for INIT: the VM can never run again |
 /// | 40, 42, 44, 46, 48 | Xen `SCHEDOP_shutdown`: crash, watchdog, suspend, soft_reset, unknown reason (poweroff 0, reboot 32) |
 /// | 130, 143 | stopped by SIGINT / SIGTERM |
 public enum ExitStatus {
@@ -19,6 +20,8 @@ public enum ExitStatus {
     public static let reset: Int32 = 32
     public static let tripleFault: Int32 = 34
     public static let kvmFailure: Int32 = 36
+    /// Every vCPU halted with interrupts off (or waiting for INIT): the VM is stopped.
+    public static let deadlocked: Int32 = 38
 
     /// Xen `SCHEDOP_shutdown` reasons (sched.h) and the status each gives.
     public static func xenShutdown(_ reason: UInt32) -> Int32 {
@@ -49,6 +52,9 @@ public enum VMOutcome: Equatable, Sendable {
     case xenShutdown(reason: UInt32, vcpu: Int)
     /// `VCPUOP_down` took the last up vCPU down.
     case allVCPUsDown(vcpu: Int)
+    /// Every vCPU is halted with interrupts disabled, or parked waiting for INIT or VCPUOP_up:
+    /// nothing can ever run again.
+    case deadlocked(states: String)
 
     /// The process exit status.
     public var exitStatus: Int32 {
@@ -66,6 +72,7 @@ public enum VMOutcome: Equatable, Sendable {
         case let .signal(number): 128 + number
         case let .xenShutdown(reason, _): ExitStatus.xenShutdown(reason)
         case .allVCPUsDown: 0
+        case .deadlocked: ExitStatus.deadlocked
         }
     }
 
@@ -88,6 +95,8 @@ public enum VMOutcome: Equatable, Sendable {
         case let .xenShutdown(reason, vcpu):
             "guest shut down through sched_op (SCHEDOP_shutdown, reason \(ExitStatus.xenShutdownName(reason)), vCPU \(vcpu))"
         case let .allVCPUsDown(vcpu): "every vCPU is down (VCPUOP_down, last by vCPU \(vcpu)): powered off"
+        case let .deadlocked(states):
+            "the VM can never run again: every vCPU is halted with interrupts disabled or waiting for INIT (\(states))"
         }
     }
 

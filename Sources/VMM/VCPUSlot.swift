@@ -10,6 +10,8 @@ public struct VCPUStatus: Sendable, Equatable {
     public var id: Int
     public var mpState: MPState?
     public var rip: UInt64?
+    /// RFLAGS, for telling a halt that an interrupt can end (IF set) from one nothing can.
+    public var rflags: UInt64?
     public var lastExit: String?
     public var exitCounts: [String: Int]
     /// Nanoseconds from the start of `Machine.run()` to this vCPU's first exit from `KVM_RUN`:
@@ -19,6 +21,12 @@ public struct VCPUStatus: Sendable, Equatable {
     public var xen: XenVCPUState = XenVCPUState()
 
     public var totalExits: Int { exitCounts.values.reduce(0, +) }
+
+    public init(id: Int, mpState: MPState?, rip: UInt64? = nil, rflags: UInt64? = nil, lastExit: String? = nil,
+                exitCounts: [String: Int] = [:], firstExitNanoseconds: UInt64? = nil, xen: XenVCPUState = XenVCPUState()) {
+        self.id = id; self.mpState = mpState; self.rip = rip; self.rflags = rflags; self.lastExit = lastExit
+        self.exitCounts = exitCounts; self.firstExitNanoseconds = firstExitNanoseconds; self.xen = xen
+    }
 }
 
 /// Per-vCPU control: counters, and a queue of requests that must run on the vCPU's own thread.

@@ -45,6 +45,8 @@ public struct XenVCPUState: Sendable, Equatable {
 
     public var isUp: Bool { bringUp != nil && !down }
 
+    public init() {}
+
     mutating func count(_ number: UInt64) { callCounts[Int(min(number, 64))] += 1 }
 
     /// Hypercall counts by Xen's name.

@@ -39,6 +39,32 @@ struct GuestExitTests {
         #expect(!result.stdout.contains("FAIL reset ignored"))
     }
 
+    /// Every vCPU halted with interrupts off (the APs waiting for INIT): the VMM ends the VM with
+    /// status 38 instead of waiting forever.
+    @Test(arguments: [("pvh", 1), ("linux", 4), ("xen64", 8)])
+    func haltedForeverIsNoticed(boot: String, cpus: Int) throws {
+        let result = try runProbe("halt", boot: boot, extra: ["--cpus", String(cpus)])
+        #expect(result.status == 38)
+        #expect(result.stderr.contains("swiftlet: the VM can never run again: every vCPU is halted with interrupts disabled or waiting for INIT (vCPU 0 HALTED"))
+        #expect(result.stdout.contains("summary "))
+    }
+
+    /// A halt with interrupts enabled is not a deadlock: the VM keeps waiting until stopped.
+    @Test func idleIsNotADeadlock() throws {
+        let guests = try Harness.builtGuests()
+        let process = Process()
+        process.executableURL = Harness.binary
+        process.arguments = ["run", "--kernel", guests.probe.path, "--no-stdin", "--cmdline", "swiftlet.action=idle"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        Thread.sleep(forTimeInterval: 1.5)           // several watchdog periods
+        #expect(process.isRunning)
+        process.terminate()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 128 + 15)
+    }
+
     /// ACPI S5 through the FADT's sleep control register is a clean power-off.
     @Test func acpiPowerOff() throws {
         let result = try runProbe("acpi-poweroff", boot: "linux")

@@ -447,6 +447,50 @@ static NORETURN void do_action(void)
         print("FAIL reset ignored\n");
         poweroff(1);
     }
+    if (value_is(v, vn, "device-garbage")) {
+        /* Every register of every device, read and written with patterns, as a hostile guest
+           would; ports that end the VM on purpose (0x500, 0xf4, 0x64 <- 0xfe, S5 on 0x508) are
+           left out. Then COM1 is put back and the probe reports. */
+        static const uint16_t ports[] = {0x3f8, 0x3f9, 0x3fa, 0x3fb, 0x3fc, 0x3fd, 0x3fe, 0x3ff,
+                                         0x60, 0x61, 0x62, 0x63, 0x504, 0x505, 0x506, 0x507, 0x509, 0xe8, 0xe9};
+        static const uint8_t values[] = {0x00, 0xff, 0x80, 0x7f, 0x55, 0xaa, 0x10, 0x1f};
+        uint64_t reads = 0;
+        for (unsigned r = 0; r < 4; r++)
+            for (unsigned i = 0; i < sizeof ports / sizeof ports[0]; i++)
+                for (unsigned j = 0; j < sizeof values / sizeof values[0]; j++) {
+                    outb(ports[i], values[(j + r) % 8]);
+                    reads += inb(ports[i]);
+                    outw(ports[i], (uint16_t)(values[j] * 0x101));
+                    outl(ports[i], values[j] * 0x01010101u);
+                    reads += inl(ports[i]);
+                }
+        for (unsigned v8 = 0; v8 < 256; v8++)
+            if (v8 != 0xfe)
+                outb(0x64, (uint8_t)v8);                           /* every i8042 command but reset */
+        for (unsigned v8 = 0; v8 < 256; v8++)
+            if (!((v8 & 0x20) && ((v8 >> 2) & 7) == 5))
+                outb(0x508, (uint8_t)v8);                          /* every sleep value but S5 */
+        outb(0x3fb, 0x03);                                          /* COM1 back to 8N1, DLAB off */
+        outb(0x3f9, 0x00);
+        outb(0x3fc, 0x0b);
+        outb(0x3fa, 0x07);
+        ok("device-garbage-survived");
+        print("fact garbage_reads %lu\n", reads);
+        summary();
+        poweroff(n_fail ? 1 : 0);
+    }
+    if (value_is(v, vn, "flood")) {
+        /* 256 KiB to the serial port as fast as the UART takes it. */
+        for (unsigned long i = 0; i < (256UL << 10); i++) {
+            while (!(inb(0x3fd) & 0x20))
+                ;
+            outb(0x3f8, (uint8_t)('a' + i % 26));
+        }
+        print("\n");
+        ok("flood-done");
+        summary();
+        poweroff(0);
+    }
     if (value_is(v, vn, "halt")) {
         /* Halt with interrupts off: nothing can resume this vCPU; the VMM must notice. */
         summary();

@@ -39,6 +39,24 @@ struct GuestExitTests {
         #expect(!result.stdout.contains("FAIL reset ignored"))
     }
 
+    /// Garbage in every device register neither stops nor crashes the VMM.
+    @Test(arguments: ["pvh", "xen64"])
+    func deviceGarbage(boot: String) throws {
+        let result = try runProbe("device-garbage", boot: boot)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("ok device-garbage-survived"))
+        #expect(ProbeReport(result.stdout).failures.isEmpty)
+    }
+
+    /// A serial flood reaches stdout whole, and the VMM stays up until the guest's exit.
+    @Test func serialFlood() throws {
+        let result = try runProbe("flood")
+        #expect(result.status == 0, "\(result.stderr)")
+        let letters = result.stdout.utf8.filter { $0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z") }.count
+        #expect(letters >= 256 << 10)
+        #expect(result.stdout.contains("ok flood-done"))
+    }
+
     /// Every vCPU halted with interrupts off (the APs waiting for INIT): the VMM ends the VM with
     /// status 38 instead of waiting forever.
     @Test(arguments: [("pvh", 1), ("linux", 4), ("xen64", 8)])

@@ -30,6 +30,29 @@ public enum VCPUExit: Equatable, Sendable {
         case shutdown, reset, crash, other(UInt32)
     }
 
+    /// Every `name`, in `kind` order.
+    public static let kindNames = ["io-in", "io-out", "mmio-read", "mmio-write", "hlt", "shutdown", "system-event",
+                                   "internal-error", "fail-entry", "interrupted", "rdmsr", "wrmsr", "unknown"]
+
+    /// A small index for counting exits without hashing: `kindNames[kind] == name`.
+    public var kind: Int {
+        switch self {
+        case .portIn: 0
+        case .portOut: 1
+        case .mmioRead: 2
+        case .mmioWrite: 3
+        case .halt: 4
+        case .shutdown: 5
+        case .systemEvent: 6
+        case .internalError: 7
+        case .failEntry: 8
+        case .interrupted: 9
+        case .msrRead: 10
+        case .msrWrite: 11
+        case .unknown: 12
+        }
+    }
+
     /// A short stable name, used for exit counts in reports.
     public var name: String {
         switch self {

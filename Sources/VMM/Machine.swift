@@ -345,7 +345,7 @@ public final class Machine: Sendable {
         while !isStopping {
             _ = watchdogWakeup.wait(timeout: .now() + Self.deadlockQuietPeriod)
             if isStopping { return }
-            let exits = slots.reduce(0) { $0 + $1.counters.withLock { $0.exitCounts.values.reduce(0, +) } }
+            let exits = slots.reduce(0) { $0 + $1.counters.withLock { $0.total } }
             defer { lastExits = exits }
             guard exits == lastExits else { continue }
             let states = status()
@@ -402,7 +402,7 @@ public final class Machine: Sendable {
     /// Holds a vCPU taken down by `VCPUOP_down` out of `KVM_RUN`, serving requests, until it
     /// is brought up again or the VM stops.
     private func park(_ slot: VCPUSlot) {
-        while slot.xen.withLock({ $0.down }) && !isStopping {
+        while slot.parked.load(ordering: .acquiring) && !isStopping {
             _ = slot.wakeup.wait(timeout: .now() + .milliseconds(20))
             slot.serve()
         }
@@ -413,7 +413,7 @@ public final class Machine: Sendable {
         let start = runStarted.withLock { $0 }
         var started = slot.xen.withLock { $0.bringUp != nil }
         while !isStopping {
-            if slot.xen.withLock({ $0.down }) {
+            if slot.parked.load(ordering: .acquiring) {
                 park(slot)
                 continue
             }

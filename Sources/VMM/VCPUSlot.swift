@@ -44,10 +44,19 @@ final class VCPUSlot: Sendable {
         var pending: [Request] = []
     }
 
+    /// Exit counts by `VCPUExit.kind`: the run loop does no hashing or allocation per exit.
     struct Counters {
-        var exitCounts: [String: Int] = [:]
-        var lastExit: String?
+        var byKind = [Int](repeating: 0, count: VCPUExit.kindNames.count)
+        var lastKind: Int?
         var firstExit: UInt64?
+
+        var total: Int { byKind.reduce(0, +) }
+        var lastExit: String? { lastKind.map { VCPUExit.kindNames[$0] } }
+        var exitCounts: [String: Int] {
+            var named: [String: Int] = [:]
+            for (kind, count) in byKind.enumerated() where count > 0 { named[VCPUExit.kindNames[kind]] = count }
+            return named
+        }
     }
 
     let vcpu: VCPU
@@ -55,6 +64,8 @@ final class VCPUSlot: Sendable {
     let counters = Mutex(Counters())
     /// The Xen interface's view of this vCPU.
     let xen = Mutex(XenVCPUState())
+    /// Mirrors `xen.down` for the run loop, which checks it before every `KVM_RUN`.
+    let parked = Atomic<Bool>(false)
     /// Wakes the thread of a vCPU parked by `VCPUOP_down` (on `up`, a request, or a stop).
     let wakeup = DispatchSemaphore(value: 0)
 
@@ -118,11 +129,18 @@ final class VCPUSlot: Sendable {
     }
 
     func record(_ exit: VCPUExit, at now: UInt64) {
+        let kind = exit.kind
         counters.withLock {
-            $0.exitCounts[exit.name, default: 0] += 1
-            $0.lastExit = exit.name
+            $0.byKind[kind] += 1
+            $0.lastKind = kind
             if $0.firstExit == nil { $0.firstExit = now }
         }
+    }
+
+    /// Sets `xen.down` and its mirror together.
+    func setDown(_ down: Bool, at now: UInt64) {
+        xen.withLock { $0.transition(toUp: !down, at: now) }
+        parked.store(down, ordering: .releasing)
     }
 }
 

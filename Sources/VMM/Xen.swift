@@ -166,11 +166,10 @@ struct XenEnvironment: HypercallEnvironment {
         let slot = machine.slots[vcpu]
         let now = machine.runNanoseconds()
         let (wasDown, context) = slot.xen.withLock { state -> (Bool, VCPUContext?) in
-            let wasDown = state.down
             if state.bringUp == nil { state.bringUp = .vcpuOpUp }
-            state.transition(toUp: true, at: now)
-            return (wasDown, state.context)
+            return (state.down, state.context)
         }
+        slot.setDown(false, at: now)
         if wasDown {
             slot.wakeup.signal()                  // resume where it stopped
         } else if let context {
@@ -180,7 +179,7 @@ struct XenEnvironment: HypercallEnvironment {
 
     func down(_ vcpu: Int) -> Bool {
         let now = machine.runNanoseconds()
-        machine.slots[vcpu].xen.withLock { $0.transition(toUp: false, at: now) }
+        machine.slots[vcpu].setDown(true, at: now)
         if vcpu != caller { machine.slots[vcpu].kick() }
         return !machine.slots.contains { $0.xen.withLock { $0.isUp } }
     }

@@ -11,6 +11,7 @@
  * virtual address on the probe's own stack.
  */
 #include "isrstubs.inc"
+#include "longmode.inc"
 
 #define VIRT_BASE 0xffffffff80000000
 #define PA(x) ((x) - VIRT_BASE)
@@ -259,18 +260,7 @@ pvh_start:
 
         /* Long mode in the standard order: GDT, PAE, CR3, EFER.LME, CR0.PG. */
         lgdt PA(gdtr32)
-        mov %cr4, %eax
-        or $0x20, %eax
-        mov %eax, %cr4
-        mov $PA(pt_pml4), %eax
-        mov %eax, %cr3
-        mov $MSR_EFER, %ecx
-        rdmsr
-        or $0x100, %eax
-        wrmsr
-        mov %cr0, %eax
-        or $0x80000001, %eax
-        mov %eax, %cr0
+        ENABLE_LONG_MODE PA(pt_pml4)      /* common/longmode.inc */
         ljmp $KCODE, $PA(pvh_long)
 
         .code64

@@ -13,6 +13,7 @@
  *   console_io(CONSOLEIO_write, "pvh32 console_io ok\n"), all with the 32-bit ABI.
  */
 #include "isrstubs.inc"
+#include "longmode.inc"
 #include "layout.h"
 
 #define MSR_EFER 0xc0000080
@@ -112,43 +113,10 @@ pvh_start:
         movl $0, pvh32_skipped
 
 9:      /* Identity page tables: PML4[0] -> PDPT, PDPT[0..3] -> 4 PDs of 2 MiB pages. */
-        mov $pt_pml4, %edi
-        xor %eax, %eax
-        mov $(6 * 1024), %ecx
-        rep stosl
-        movl $(pt_pdpt + 3), pt_pml4
-        mov $(pt_pd + 3), %eax
-        xor %ecx, %ecx
-1:      mov %eax, pt_pdpt(,%ecx,8)
-        add $4096, %eax
-        inc %ecx
-        cmp $4, %ecx
-        jb 1b
-        xor %ecx, %ecx
-2:      mov %ecx, %eax
-        shl $21, %eax
-        or $0x83, %eax                          /* P | RW | PS */
-        cmp $1536, %ecx                         /* 3 GiB .. 4 GiB: MMIO hole, uncached */
-        jb 3f
-        or $0x18, %eax                          /* PWT | PCD */
-3:      mov %eax, pt_pd(,%ecx,8)
-        inc %ecx
-        cmp $2048, %ecx
-        jb 2b
+        IDENTITY_TABLES32 pt_pml4, pt_pdpt, pt_pd    /* common/longmode.inc */
 
         /* Long mode: PAE, CR3, EFER.LME, CR0.PG. */
-        mov %cr4, %eax
-        or $0x20, %eax
-        mov %eax, %cr4
-        mov $pt_pml4, %eax
-        mov %eax, %cr3
-        mov $MSR_EFER, %ecx
-        rdmsr
-        or $0x100, %eax
-        wrmsr
-        mov %cr0, %eax
-        or $0x80000001, %eax
-        mov %eax, %cr0
+        ENABLE_LONG_MODE pt_pml4      /* common/longmode.inc */
         ljmp $KCODE64, $long_entry
 
 /* cpuid32: eax = leaf; stores eax, ebx, ecx, edx at (edi). */
@@ -303,18 +271,7 @@ msg32:  .ascii "pvh32 console_io ok\n"
 msg32_end:
 
         .data
-        .balign 16
-gdt:
-        .quad 0
-        .quad 0x00af9b000000ffff                /* 0x08: 64-bit code */
-        .quad 0x00cf93000000ffff                /* 0x10: flat data */
-        .quad 0x00cf9b000000ffff                /* 0x18: 32-bit code */
-gdt_end:
-        .balign 4
-        .word 0
-gdtr:
-        .word gdt_end - gdt - 1
-        .long gdt
+        FLAT_GDT64                              /* common/longmode.inc */
 
         .balign 8
         .globl start_info_pa, cpuid_l0, cpuid_l1, cpuid_l2, pvh32_bad_stub, pvh32_skipped, pvh32_version

@@ -4,6 +4,8 @@ import GuestMemory
 public enum BootProtocol: String, Sendable, CaseIterable {
     /// PVH direct boot: 32-bit protected mode at XEN_ELFNOTE_PHYS32_ENTRY, EBX = hvm_start_info.
     case pvh
+    /// Multiboot 1: 32-bit protected mode, paging off, EAX = 0x2BADB002, EBX = multiboot info.
+    case multiboot
     /// Xen PV-style 64-bit entry at XEN_ELFNOTE_ENTRY (virtual), RSI = start_info.
     case xen64
     /// Linux 64-bit boot protocol: ELF e_entry or bzImage load address + 0x200, RSI = zero page.
@@ -35,8 +37,11 @@ public struct LoadedKernel: Sendable, Equatable {
 public enum KernelImage: Sendable {
     case elf(ELFImage)
     case bzImage(BzImage)
+    /// A flat binary with a Multiboot header whose address fields place it.
+    case multiboot(MultibootImage)
 
-    /// ELF by its magic at 0, bzImage by "HdrS" at 0x202; anything else is `.notAKernel`.
+    /// ELF by its magic at 0, bzImage by "HdrS" at 0x202, then a Multiboot header with address
+    /// fields; anything else is `.notAKernel`.
     public static func parse(_ file: KernelFile) throws(LoaderError) -> KernelImage {
         guard !file.bytes.isEmpty else { throw .empty(path: file.path) }
         if file.bytes.starts(with: ELFImage.magic) {
@@ -44,6 +49,14 @@ public enum KernelImage: Sendable {
         }
         if BzImage.hasHeader(file.bytes) {
             return .bzImage(try BzImage.parse(file.bytes, path: file.path))
+        }
+        if let header = try MultibootHeader.find(in: file.bytes, path: file.path) {
+            guard header.addresses != nil else {
+                throw .noUsableEntry(path: file.path, why: "Multiboot header at offset \(hex(header.fileOffset)) without "
+                    + "address fields (flag 16) in a file that is not ELF: nothing says where to load it")
+            }
+            _ = try header.addressLayout(fileSize: UInt64(file.bytes.count), path: file.path)
+            return .multiboot(MultibootImage(path: file.path, bytes: file.bytes, header: header))
         }
         throw .notAKernel(path: file.path)
     }
@@ -53,6 +66,16 @@ public enum KernelImage: Sendable {
         switch self {
         case let .elf(image): image.path
         case let .bzImage(image): image.path
+        case let .multiboot(image): image.path
+        }
+    }
+
+    /// The Multiboot header, if the image has a valid one in its first 8 KiB.
+    public func multibootHeader() throws(LoaderError) -> MultibootHeader? {
+        switch self {
+        case let .elf(image): try MultibootHeader.find(in: image.bytes, path: image.path)
+        case .bzImage: nil
+        case let .multiboot(image): image.header
         }
     }
 
@@ -60,8 +83,14 @@ public enum KernelImage: Sendable {
     /// the requested protocol is impossible for this image, naming why.
     public func selectProtocol(_ requested: BootProtocol?) throws(LoaderError) -> (BootProtocol, reason: String) {
         switch self {
-        case let .elf(image): try image.selectProtocol(requested)
-        case let .bzImage(image): try image.selectProtocol(requested)
+        case let .elf(image): return try image.selectProtocol(requested)
+        case let .bzImage(image): return try image.selectProtocol(requested)
+        case let .multiboot(image):
+            guard requested == nil || requested == .multiboot else {
+                throw .protocolUnavailable(path: image.path, requested: requested ?? .multiboot,
+                                           why: "a flat Multiboot binary can only boot by Multiboot")
+            }
+            return (.multiboot, "Multiboot header at offset \(hex(image.header.fileOffset)) with address fields: Multiboot 1")
         }
     }
 
@@ -70,8 +99,13 @@ public enum KernelImage: Sendable {
     /// passes its checks: at or above `floor`, inside guest RAM, not overlapping another.
     public func load(into memory: GuestMemory, protocol: BootProtocol, floor: UInt64, path: String) throws(LoaderError) -> LoadedKernel {
         switch self {
-        case let .elf(image): try image.load(into: memory, protocol: `protocol`, floor: floor, path: path)
-        case let .bzImage(image): try image.load(into: memory, protocol: `protocol`, floor: floor, path: path)
+        case let .elf(image): return try image.load(into: memory, protocol: `protocol`, floor: floor, path: path)
+        case let .bzImage(image): return try image.load(into: memory, protocol: `protocol`, floor: floor, path: path)
+        case let .multiboot(image):
+            guard `protocol` == .multiboot else {
+                throw .protocolUnavailable(path: path, requested: `protocol`, why: "a flat Multiboot binary can only boot by Multiboot")
+            }
+            return try image.header.loadByAddresses(image.bytes, into: memory, floor: floor, path: path)
         }
     }
 }
@@ -87,14 +121,24 @@ extension ELFImage {
             if let entry = notes.phys32Entry {
                 return (.pvh, "has XEN_ELFNOTE_PHYS32_ENTRY \(hex(entry)): PVH direct boot")
             }
+            if let multiboot = try MultibootHeader.find(in: bytes, path: path) {
+                return (.multiboot, "Multiboot header at offset \(hex(multiboot.fileOffset)), no PHYS32_ENTRY: Multiboot 1")
+            }
             if elf64, let entry = notes.entry {
                 return (.xen64, "ELF64 without PHYS32_ENTRY but with XEN_ELFNOTE_ENTRY \(hex(entry)): Xen-style 64-bit entry")
             }
             if elf64 {
                 return (.linux, "ELF64 without Xen entry notes: Linux 64-bit entry at e_entry \(hex(entry))")
             }
-            throw .noUsableEntry(path: path, why: "ELF32 without XEN_ELFNOTE_PHYS32_ENTRY; PVH needs that note, "
-                + "and xen64 and linux need a 64-bit ELF")
+            throw .noUsableEntry(path: path, why: "ELF32 without XEN_ELFNOTE_PHYS32_ENTRY or a Multiboot header; PVH needs "
+                + "that note, Multiboot its header in the first 8 KiB, and xen64 and linux need a 64-bit ELF")
+        case .multiboot:
+            guard let multiboot = try MultibootHeader.find(in: bytes, path: path) else {
+                throw .protocolUnavailable(path: path, requested: .multiboot,
+                                           why: "no Multiboot header (magic 0x1badb002 with a valid checksum) in the first 8 KiB")
+            }
+            return (.multiboot, "Multiboot header at offset \(hex(multiboot.fileOffset))"
+                + (multiboot.addresses != nil ? " with address fields" : ", loaded by program headers"))
         case .pvh:
             if let entry = notes.phys32Entry {
                 return (.pvh, "has XEN_ELFNOTE_PHYS32_ENTRY \(hex(entry)): PVH direct boot")
@@ -136,7 +180,8 @@ extension BzImage {
             return (.linux, "bzImage boot protocol \(versionText) with XLF_KERNEL_64: Linux 64-bit entry at load address + 0x200")
         case let .some(other):
             throw .protocolUnavailable(path: path, requested: other,
-                                       why: "a bzImage has no Xen ELF notes; \(other.rawValue) needs an ELF vmlinux")
+                                       why: other == .multiboot ? "a bzImage has no Multiboot header"
+                                           : "a bzImage has no Xen ELF notes; \(other.rawValue) needs an ELF vmlinux")
         }
     }
 }
@@ -149,6 +194,11 @@ private struct Placement {
     let start: UInt64
     let size: UInt64
     var end: UInt64 { start + size }  // checked not to overflow by `check`
+}
+
+/// Checks a range the loader will fill against the floor and guest RAM.
+func checkPlacement(start: UInt64, size: UInt64, index: Int?, memory: GuestMemory, floor: UInt64, path: String) throws(LoaderError) {
+    try check(Placement(index: index, start: start, size: size), memory: memory, floor: floor, path: path)
 }
 
 /// Checks a placement against the floor and guest RAM.
@@ -166,6 +216,9 @@ private func check(_ placement: Placement, memory: GuestMemory, floor: UInt64, p
 extension ELFImage {
     func load(into memory: GuestMemory, protocol: BootProtocol, floor: UInt64, path: String) throws(LoaderError) -> LoadedKernel {
         _ = try selectProtocol(`protocol`)
+        if `protocol` == .multiboot, let header = try MultibootHeader.find(in: bytes, path: path), header.addresses != nil {
+            return try header.loadByAddresses(bytes, into: memory, floor: floor, path: path)
+        }
         let segments = indexedLoadSegments
         guard !segments.isEmpty else { throw .noLoadableSegments(path: path) }
         let paddrOffset = `protocol` == .xen64 ? notes.paddrOffset ?? 0 : 0
@@ -210,6 +263,14 @@ extension ELFImage {
             virtualBase = notes.virtBase ?? 0
         case .linux:
             entry = self.entry
+            virtualBase = 0
+        case .multiboot:
+            // e_entry, translated to physical when it lies in a segment's virtual range.
+            let holder = segments.first { $0.header.virtualAddress <= self.entry && self.entry - $0.header.virtualAddress < $0.header.memorySize }
+            entry = holder.map { $0.header.physicalAddress + (self.entry - $0.header.virtualAddress) } ?? self.entry
+            guard entry < 1 << 32 else {
+                throw .noUsableEntry(path: path, why: "Multiboot entry \(hex(entry)) is above 4 GiB; the kernel starts in 32-bit mode")
+            }
             virtualBase = 0
         }
         return LoadedKernel(entry: entry, physicalStart: placements.map(\.start).min() ?? 0,

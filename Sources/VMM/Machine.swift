@@ -21,6 +21,11 @@ public struct MachineConfiguration: Sendable {
     public var kernel: KernelFile
     public var initrd: KernelFile?
     public var commandLine: [UInt8]
+    /// The command line is the CLI's default, not the user's: a Multiboot kernel then gets none
+    /// (as under QEMU without -append), since its arguments are its own, not Linux's.
+    public var commandLineIsDefault = false
+    /// More Multiboot modules after the initrd, each with the string the kernel sees.
+    public var modules: [(file: KernelFile, string: String)] = []
     public var memorySize: UInt64
     public var cpus: Int
     public var bootCPU: Int
@@ -215,8 +220,20 @@ public final class Machine: Sendable {
             supported.removeAll { $0.function >= XenABI.cpuidBase && $0.function < XenABI.cpuidBase + 0x100 }
             supported += XenABI.cpuidLeaves.map { CPUIDEntry(function: $0.function, eax: $0.eax, ebx: $0.ebx, ecx: $0.ecx, edx: $0.edx) }
         }
+        // Multiboot: the command line starts with the kernel's path, as GRUB and QEMU pass it, and
+        // the initrd is module 0 (its string is its path), followed by the --module files.
+        let guestCommandLine = bootProtocol == .multiboot && configuration.commandLineIsDefault ? [] : configuration.commandLine
         var boot = BootConfiguration(protocol: bootProtocol, kernel: loaded, memorySize: configuration.memorySize,
-                                     commandLine: configuration.commandLine, initrd: configuration.initrd?.bytes)
+                                     commandLine: guestCommandLine, initrd: configuration.initrd?.bytes)
+        if bootProtocol == .multiboot {
+            boot.commandLine = Array(configuration.kernel.path.utf8) + (guestCommandLine.isEmpty ? [] : [0x20] + guestCommandLine)
+            boot.initrd = nil
+            boot.modules = (configuration.initrd.map { [($0, $0.path)] } ?? []) .map { BootModule(bytes: $0.0.bytes, string: $0.1) }
+                + configuration.modules.map { BootModule(bytes: $0.file.bytes, string: $0.string) }
+        } else if let first = configuration.modules.first {
+            throw .configuration("--module \(first.file.path): modules are for Multiboot kernels; this kernel boots by "
+                + "\(bootProtocol.rawValue) (\(protocolReason)); pass one file as --initrd instead")
+        }
         if case let .bzImage(bz) = image {
             boot.kernelCommandLineLimit = bz.version >= 0x0206 ? Int(bz.cmdlineSize) : 255
             boot.initrdCeiling = UInt64(bz.initrdAddressMax) + 1
@@ -252,6 +269,8 @@ public final class Machine: Sendable {
                 (PowerOffPort.defaultPort, PowerOffPort.width, PowerOffPort()),
                 (CheckpointPort.defaultPort, CheckpointPort.width, CheckpointPort()),
                 (I8042.dataPort, I8042.commandPort - I8042.dataPort + 1, I8042()),
+                (FirmwareConfig.selectorPort, FirmwareConfig.width, FirmwareConfig(items: FirmwareConfig.items(
+                    cpus: configuration.cpus, ramBytes: configuration.memorySize, commandLine: guestCommandLine))),
             ]
             if configuration.acpi {   // the FADT's sleep control/status registers
                 portDevices.append((ACPI.sleepControlPort, 2, SleepControlPort(poweroffSleepType: ACPI.s5SleepType)))

@@ -142,3 +142,87 @@ public struct ZeroPage: Equatable, Sendable {
         return image
     }
 }
+
+/// The Multiboot 1 information structure (Multiboot Specification 0.6.96, 3.3) with its module
+/// list and memory map. Every address is 32-bit: the kernel reads them with paging off.
+public struct MultibootInfo: Equatable, Sendable {
+    /// Up to and including the framebuffer fields (offset 88..115), all zero unless flagged.
+    public static let size = 116
+    public static let moduleEntrySize = 16
+    /// Each memory-map entry: `size` (20) then base, length, type.
+    public static let memoryMapEntrySize = 24
+
+    public static let flagMemory: UInt32 = 1 << 0
+    public static let flagCommandLine: UInt32 = 1 << 2
+    public static let flagModules: UInt32 = 1 << 3
+    public static let flagMemoryMap: UInt32 = 1 << 6
+    public static let flagLoaderName: UInt32 = 1 << 9
+
+    public struct Module: Equatable, Sendable {
+        /// `mod_start`, and `mod_end` = start + size (one past the last byte, as GRUB and QEMU give it).
+        public var start: UInt32, end: UInt32
+        /// Physical address of the module's NUL-terminated string.
+        public var string: UInt32
+        public init(start: UInt32, end: UInt32, string: UInt32) { self.start = start; self.end = end; self.string = string }
+    }
+
+    /// KiB of conventional memory from 0 (at most 640) and of upper memory from 1 MiB up to the first hole.
+    public var memoryLower: UInt32 = 0, memoryUpper: UInt32 = 0
+    public var commandLineAddress: UInt32 = 0
+    public var moduleListAddress: UInt32 = 0
+    public var modules: [Module] = []
+    public var memoryMapAddress: UInt32 = 0
+    public var memoryMap: [MemoryMapEntry] = []
+    public var loaderNameAddress: UInt32 = 0
+
+    public init() {}
+
+    /// `mem_lower` and `mem_upper` for a memory map: the RAM that starts at 0 (capped at 640 KiB)
+    /// and the RAM that starts at 1 MiB, in KiB.
+    public mutating func setMemory(from map: [MemoryMapEntry]) {
+        let low = map.first { $0.kind == .ram && $0.address == 0 }?.size ?? 0
+        let upper = map.first { $0.kind == .ram && $0.address == Layout.kernelFloor }?.size ?? 0
+        memoryLower = UInt32(min(low, 640 << 10) >> 10)
+        memoryUpper = UInt32(min(upper >> 10, UInt64(UInt32.max)))
+    }
+
+    public var flags: UInt32 {
+        Self.flagMemory | Self.flagModules | Self.flagMemoryMap
+            | (commandLineAddress != 0 ? Self.flagCommandLine : 0) | (loaderNameAddress != 0 ? Self.flagLoaderName : 0)
+    }
+
+    public var image: ByteImage {
+        var image = ByteImage(size: Self.size)
+        image.put(flags, at: 0)
+        image.put(memoryLower, at: 4)
+        image.put(memoryUpper, at: 8)
+        image.put(commandLineAddress, at: 16)
+        image.put(UInt32(modules.count), at: 20)
+        image.put(modules.isEmpty ? 0 : moduleListAddress, at: 24)
+        image.put(UInt32(memoryMap.count * Self.memoryMapEntrySize), at: 44)
+        image.put(memoryMapAddress, at: 48)
+        image.put(loaderNameAddress, at: 64)
+        return image
+    }
+
+    public var moduleListImage: ByteImage {
+        var image = ByteImage(size: modules.count * Self.moduleEntrySize)
+        for (i, module) in modules.enumerated() {
+            image.put(module.start, at: i * 16)
+            image.put(module.end, at: i * 16 + 4)
+            image.put(module.string, at: i * 16 + 8)
+        }
+        return image
+    }
+
+    public var memoryMapImage: ByteImage {
+        var image = ByteImage(size: memoryMap.count * Self.memoryMapEntrySize)
+        for (i, entry) in memoryMap.enumerated() {
+            image.put(UInt32(20), at: i * 24)
+            image.put(entry.address, at: i * 24 + 4)
+            image.put(entry.size, at: i * 24 + 12)
+            image.put(entry.kind.rawValue, at: i * 24 + 20)
+        }
+        return image
+    }
+}

@@ -6,6 +6,8 @@ import Loader
 public enum BootError: Error, Equatable, CustomStringConvertible {
     case commandLineTooLong(length: Int, limit: Int, protocol: BootProtocol)
     case initrdDoesNotFit(size: UInt64, available: UInt64, below: UInt64)
+    case moduleDoesNotFit(index: Int, name: String, size: UInt64, available: UInt64, below: UInt64)
+    case tooManyModules(count: Int, limit: Int)
     case unsupportedVirtualBase(UInt64)
     case entryNotMapped(UInt64)
     case pageTables(PageTableBuilder.Failure)
@@ -17,6 +19,11 @@ public enum BootError: Error, Equatable, CustomStringConvertible {
             "command line is \(length) bytes; the \(proto.rawValue) protocol allows at most \(limit)"
         case let .initrdDoesNotFit(size, available, below):
             "initrd of \(size) bytes does not fit: \(available) bytes free below 0x\(String(below, radix: 16)); use more --memory"
+        case let .moduleDoesNotFit(index, name, size, available, below):
+            "Multiboot module \(index) (\(name)) of \(size) bytes does not fit: \(available) bytes free after the kernel "
+                + "and earlier modules, below 0x\(String(below, radix: 16)); use more --memory"
+        case let .tooManyModules(count, limit):
+            "\(count) Multiboot modules given; at most \(limit) fit in the module list"
         case let .unsupportedVirtualBase(base):
             "XEN_ELFNOTE_VIRT_BASE 0x\(String(base, radix: 16)) is not usable: it must be 0 or a 2 MiB-aligned address at or above 4 GiB"
         case let .entryNotMapped(entry):
@@ -70,6 +77,8 @@ public struct BootConfiguration: Sendable {
     public var mpTable: MPTable?
     /// ACPI tables to write, if any; their RSDP address goes to the guest.
     public var acpi: ACPI?
+    /// Multiboot only: the modules (the initrd first, if any), each with its string.
+    public var modules: [BootModule] = []
 
     public init(protocol: BootProtocol, kernel: LoadedKernel, memorySize: UInt64, commandLine: [UInt8],
                 initrd: [UInt8]? = nil, kernelCommandLineLimit: Int? = nil, initrdCeiling: UInt64? = nil) {
@@ -77,6 +86,13 @@ public struct BootConfiguration: Sendable {
         self.commandLine = commandLine; self.initrd = initrd
         self.kernelCommandLineLimit = kernelCommandLineLimit; self.initrdCeiling = initrdCeiling
     }
+}
+
+/// A Multiboot module: its bytes and the string the kernel sees with it.
+public struct BootModule: Sendable, Equatable {
+    public var bytes: [UInt8]
+    public var string: String
+    public init(bytes: [UInt8], string: String) { self.bytes = bytes; self.string = string }
 }
 
 /// Builds every boot structure for one protocol into guest memory, with no ioctls, and returns
@@ -94,6 +110,7 @@ public enum BootSetup {
         case .pvh: Int(Layout.commandLineCapacity) - 1
         case .xen64: XenStartInfo.commandLineCapacity - 1
         case .linux: kernelLimit ?? 2047
+        case .multiboot: Int(Layout.commandLineCapacity) - 1
         }
     }
 
@@ -194,6 +211,28 @@ public enum BootSetup {
             state.registers.rsp = Layout.bootStackTop
             state.placements["zero_page"] = Layout.bootInfo
             state.placements["page_tables"] = tables.root
+
+        case .multiboot:
+            var info = MultibootInfo()
+            info.setMemory(from: map)
+            info.commandLineAddress = UInt32(Layout.commandLine)
+            info.memoryMapAddress = UInt32(Layout.pvhMemoryMap)
+            info.memoryMap = map
+            info.moduleListAddress = UInt32(Layout.multibootModuleList)
+            info.modules = try placeModules(config, memory: memory)
+            info.loaderNameAddress = UInt32(Layout.multibootLoaderName)
+            do {
+                try memory.write(info.image.bytes, at: GuestAddress(Layout.bootInfo))
+                try memory.write(info.moduleListImage.bytes, at: GuestAddress(Layout.multibootModuleList))
+                try memory.write(info.memoryMapImage.bytes, at: GuestAddress(Layout.pvhMemoryMap))
+                try memory.write(Array(Layout.multibootLoaderNameText.utf8) + [0], at: GuestAddress(Layout.multibootLoaderName))
+            } catch { throw .memory(error) }
+            state.cs = BootGDT.code32.segment(selector: BootGDT.code32Selector)
+            state.cr0 = ControlBits.pe | ControlBits.et
+            state.registers.rax = UInt64(MultibootHeader.bootloaderMagic)
+            state.registers.rbx = Layout.bootInfo
+            state.placements["multiboot_info"] = Layout.bootInfo
+            if let first = info.modules.first { state.placements["modules"] = UInt64(first.start) }
         }
         return state
     }
@@ -262,6 +301,39 @@ public enum BootSetup {
         }
         do { try memory.write(initrd, range: 0..<initrd.count, at: GuestAddress(address)) } catch { throw .memory(error) }
         return address
+    }
+
+    /// Multiboot modules: page-aligned, one after another from the first page after the kernel,
+    /// below the 32-bit hole; their strings follow the command line (NUL-terminated each).
+    static func placeModules(_ config: BootConfiguration, memory: GuestMemory) throws(BootError) -> [MultibootInfo.Module] {
+        guard config.modules.count <= Layout.multibootModuleCapacity else {
+            throw .tooManyModules(count: config.modules.count, limit: Layout.multibootModuleCapacity)
+        }
+        let ceiling = min(config.memorySize, Layout.mmioHoleStart)
+        var next = roundUp(config.kernel.physicalEnd, page)
+        var stringAddress = Layout.commandLine + UInt64(config.commandLine.count) + 1
+        let stringsEnd = Layout.commandLine + Layout.commandLineCapacity
+        var placed: [MultibootInfo.Module] = []
+        for (index, module) in config.modules.enumerated() {
+            let size = UInt64(module.bytes.count)
+            guard next <= ceiling, size <= ceiling - next else {
+                throw .moduleDoesNotFit(index: index, name: module.string, size: size,
+                                        available: ceiling > next ? ceiling - next : 0, below: ceiling)
+            }
+            let string = Array(module.string.utf8) + [0]
+            guard UInt64(string.count) <= stringsEnd - min(stringsEnd, stringAddress) else {
+                throw .commandLineTooLong(length: Int(stringAddress - Layout.commandLine) + string.count,
+                                          limit: Int(Layout.commandLineCapacity) - 1, protocol: .multiboot)
+            }
+            do {
+                try memory.write(module.bytes, range: 0..<module.bytes.count, at: GuestAddress(next))
+                try memory.write(string, at: GuestAddress(stringAddress))
+            } catch { throw .memory(error) }
+            placed.append(.init(start: UInt32(next), end: UInt32(next + size), string: UInt32(stringAddress)))
+            stringAddress += UInt64(string.count)
+            next = roundUp(next + size, page)
+        }
+        return placed
     }
 
     static func roundUp(_ value: UInt64, _ alignment: UInt64) -> UInt64 {

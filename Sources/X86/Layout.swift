@@ -7,10 +7,13 @@
 /// 0x0000_0600  boot IDT (empty, limit 0)                        RAM
 /// 0x0000_1000  page-table pool, 12 pages (xen64 and linux)      RAM
 /// 0x0000_D000  boot-info page: hvm_start_info + modlist (PVH),
-///              Xen start_info (xen64) or zero page (linux)      RAM
-/// 0x0000_E000  PVH memory map (hvm_memmap_table_entry[])        RAM
+///              Xen start_info (xen64), zero page (linux), or
+///              multiboot info, module list at 0xD080 and loader
+///              name at 0xDE80 (multiboot)                       RAM
+/// 0x0000_E000  PVH or Multiboot memory map                      RAM
 /// 0x0001_0000  boot stack, 64 KiB; initial rsp = 0x2_0000        RAM
-/// 0x0002_0000  kernel command line, up to 64 KiB with its NUL    RAM
+/// 0x0002_0000  kernel command line, up to 64 KiB with its NUL
+///              (Multiboot module strings follow it)             RAM
 /// 0x0009_FC00  MP table / EBDA area                              reserved
 /// 0x000E_0000  ACPI tables, RSDP at 0xE_0000                     reserved
 /// 0x0010_0000  lowest address a kernel segment may use           RAM
@@ -25,6 +28,12 @@ public enum Layout {
     public static let bootInfo: UInt64 = 0xD000
     /// PVH module list, right after the 56-byte `hvm_start_info`.
     public static let pvhModuleList: UInt64 = 0xD040
+    /// Multiboot module list (16 bytes per module) and boot-loader name, in the boot-info page
+    /// after the 116-byte multiboot info; the memory map goes where PVH's does.
+    public static let multibootModuleList: UInt64 = 0xD080
+    public static let multibootModuleCapacity = 0xE00 / 16
+    public static let multibootLoaderName: UInt64 = 0xDE80
+    public static let multibootLoaderNameText = "Swiftlet"
     public static let pvhMemoryMap: UInt64 = 0xE000
     public static let pvhMemoryMapCapacity = 128
     public static let bootStackBottom: UInt64 = 0x1_0000

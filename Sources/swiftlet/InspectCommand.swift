@@ -44,6 +44,14 @@ struct Inspection: Encodable {
     }
     struct EntryPoint: Encodable { let name: String; let address: String }
     struct ProtocolChoice: Encodable { let name: String?; let reason: String }
+    struct Multiboot: Encodable {
+        let fileOffset: String
+        let flags: String
+        let flagNames: [String]
+        let headerAddress: String?, loadAddress: String?, loadEndAddress: String?, bssEndAddress: String?, entryAddress: String?
+        /// Set when the header is there but unusable.
+        let error: String?
+    }
 
     let path: String
     let format: String
@@ -51,6 +59,7 @@ struct Inspection: Encodable {
     let notes: [Note]
     let entryPoints: [EntryPoint]
     let segments: [Segment]
+    let multiboot: Multiboot?
     let bootProtocol: ProtocolChoice
     /// What each explicit --boot choice would do.
     let protocols: [String: ProtocolChoice]
@@ -83,6 +92,30 @@ struct Inspection: Encodable {
             segments = [Segment(type: "protected-mode payload", offset: hex(UInt64(bz.protectedModeOffset)),
                                 virtualAddress: hex(bz.loadAddress), physicalAddress: hex(bz.loadAddress),
                                 fileSize: hex(bz.payloadSize), memorySize: hex(bz.memorySize), flags: "RWX")]
+        case let .multiboot(mb):
+            format = "flat binary with a Multiboot header"
+            notesSource = nil
+            notes = []
+            entryPoints = mb.header.addresses.map { [.init(name: "Multiboot entry_addr (32-bit, physical)", address: hex(UInt64($0.entry)))] } ?? []
+            let a = mb.header.addresses
+            let lead = UInt64((a?.header ?? 0) &- (a?.load ?? 0))
+            let fileSize = a.map { $0.loadEnd == 0 ? UInt64(mb.bytes.count) - (mb.header.fileOffset - lead) : UInt64($0.loadEnd &- $0.load) } ?? 0
+            let memorySize = a.map { $0.bssEnd == 0 ? fileSize : UInt64($0.bssEnd &- $0.load) } ?? 0
+            segments = [Segment(type: "multiboot load", offset: hex(mb.header.fileOffset - lead),
+                                virtualAddress: hex(UInt64(a?.load ?? 0)), physicalAddress: hex(UInt64(a?.load ?? 0)),
+                                fileSize: hex(fileSize), memorySize: hex(memorySize), flags: "RWX")]
+        }
+        do {
+            multiboot = try image.multibootHeader().map { h in
+                let a = h.addresses
+                return Multiboot(fileOffset: hex(h.fileOffset), flags: hex(UInt64(h.flags)), flagNames: h.flagNames,
+                                 headerAddress: a.map { hex(UInt64($0.header)) }, loadAddress: a.map { hex(UInt64($0.load)) },
+                                 loadEndAddress: a.map { hex(UInt64($0.loadEnd)) }, bssEndAddress: a.map { hex(UInt64($0.bssEnd)) },
+                                 entryAddress: a.map { hex(UInt64($0.entry)) }, error: nil)
+            }
+        } catch {
+            multiboot = Multiboot(fileOffset: "?", flags: "?", flagNames: [], headerAddress: nil, loadAddress: nil,
+                                  loadEndAddress: nil, bssEndAddress: nil, entryAddress: nil, error: error.description)
         }
         func choice(_ requested: BootProtocol?) -> ProtocolChoice {
             do {
@@ -139,7 +172,17 @@ struct Inspection: Encodable {
         }
         for key in BootProtocol.allCases.map(\.rawValue) {
             guard let p = protocols[key] else { continue }
-            out += "  --boot \(key.padded(6)) \(p.name != nil ? "ok: " : "no: ")\(p.reason)\n"
+            out += "  --boot \(key.padded(9)) \(p.name != nil ? "ok: " : "no: ")\(p.reason)\n"
+        }
+        if let mb = multiboot {
+            if let error = mb.error {
+                out += "\nMultiboot header: unusable: \(error)\n"
+            } else {
+                out += "\nMultiboot header at offset \(mb.fileOffset): flags \(mb.flags) (\(mb.flagNames.joined(separator: ", ")))\n"
+                if let h = mb.headerAddress, let l = mb.loadAddress, let le = mb.loadEndAddress, let b = mb.bssEndAddress, let e = mb.entryAddress {
+                    out += "  header_addr \(h)  load_addr \(l)  load_end_addr \(le)  bss_end_addr \(b)  entry_addr \(e)\n"
+                }
+            }
         }
         out += "\nEntry points:\n"
         for entry in entryPoints { out += "  \(entry.name.padded(42)) \(entry.address)\n" }

@@ -17,9 +17,9 @@ enum Switch: String, ExpressibleByArgument, CaseIterable {
     var isOn: Bool { self == .on }
 }
 
-/// `--boot auto|pvh|xen64|linux`.
+/// `--boot auto|pvh|multiboot|xen64|linux`.
 enum BootChoice: String, ExpressibleByArgument, CaseIterable {
-    case auto, pvh, xen64, linux
+    case auto, pvh, multiboot, xen64, linux
     var requested: BootProtocol? { self == .auto ? nil : BootProtocol(rawValue: rawValue) }
 }
 
@@ -36,11 +36,14 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Guest kernel: an ELF (PVH, Xen 64-bit or Linux vmlinux) or a bzImage. Default: the built-in demo guest.", valueName: "path"))
     var kernel: String?
 
-    @Option(help: ArgumentHelp("Initial ramdisk, passed as module 0 (PVH), mod_start (xen64) or ramdisk_image (linux).", valueName: "path"))
+    @Option(help: ArgumentHelp("Initial ramdisk, passed as module 0 (PVH and Multiboot), mod_start (xen64) or ramdisk_image (linux).", valueName: "path"))
     var initrd: String?
 
-    @Option(help: ArgumentHelp("Kernel command line.", valueName: "text"))
-    var cmdline: String = "console=ttyS0"
+    @Option(help: ArgumentHelp("Multiboot module: a file and the string the kernel sees with it (default: the path). Repeat for more; the --initrd file, if any, is module 0.", valueName: "path[,string]"))
+    var module: [String] = []
+
+    @Option(help: ArgumentHelp("Kernel command line (default \"console=ttyS0\", none for Multiboot kernels, which see \"PATH CMDLINE\" as GRUB and QEMU pass it).", valueName: "text"))
+    var cmdline: String?
 
     @Option(help: ArgumentHelp("Guest RAM, e.g. 512M or 4G (binary units; a bare number is MiB). RAM above 3 GiB is placed above 4 GiB.", valueName: "size"))
     var memory: String = "128M"
@@ -51,7 +54,7 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("boot-cpu"), help: ArgumentHelp("Index of the boot vCPU (the BSP).", valueName: "k"))
     var bootCPU: Int = 0
 
-    @Option(help: ArgumentHelp("Boot protocol: auto picks pvh, then xen64, then linux.", valueName: "auto|pvh|xen64|linux"))
+    @Option(help: ArgumentHelp("Boot protocol: auto picks pvh, then multiboot, then xen64, then linux.", valueName: "auto|pvh|multiboot|xen64|linux"))
     var boot: BootChoice = .auto
 
     @Option(help: ArgumentHelp("ACPI tables (RSDP at 0xE0000, XSDT, FADT, DSDT, MADT).", valueName: "on|off"))
@@ -125,9 +128,24 @@ struct Run: ParsableCommand {
             }
         }
 
+        var modules: [(file: KernelFile, string: String)] = []
+        for spec in module {
+            let path = spec.split(separator: ",", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? spec
+            let string = path.count < spec.count ? String(spec.dropFirst(path.count + 1)) : path
+            do throws(LoaderError) { modules.append((try KernelFile.read(path: path), string)) } catch {
+                switch error {
+                case let .unreadable(path, code): throw RuntimeFailure("\(path): cannot read module: \(String(cString: strerror(code)))")
+                case let .empty(path): modules.append((KernelFile(path: path, bytes: []), string))   // empty modules are valid
+                default: throw RuntimeFailure(error.description)
+                }
+            }
+        }
+
         var config = MachineConfiguration(
-            kernel: kernelFile, initrd: initrdFile, commandLine: Array(cmdline.utf8), memorySize: memoryBytes,
+            kernel: kernelFile, initrd: initrdFile, commandLine: Array((cmdline ?? "console=ttyS0").utf8), memorySize: memoryBytes,
             cpus: cpus, bootCPU: bootCPU, bootProtocol: boot.requested, forwardInput: !noStdin)
+        config.commandLineIsDefault = cmdline == nil
+        config.modules = modules
         config.acpi = acpi.isOn
         config.mpTable = mptable.isOn
         config.xen = xen

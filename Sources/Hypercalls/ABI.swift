@@ -4,12 +4,13 @@
 
 /// Xen errno values, returned negated.
 public enum XenErrno: Int32, Error, Sendable, Equatable, CustomStringConvertible {
-    case perm = 1, noent = 2, io = 5, tooBig = 7, fault = 14, exist = 17, inval = 22, nosys = 38
+    case perm = 1, noent = 2, srch = 3, io = 5, tooBig = 7, fault = 14, exist = 17, inval = 22, nosys = 38
 
     public var description: String {
         switch self {
         case .perm: "EPERM"
         case .noent: "ENOENT"
+        case .srch: "ESRCH"
         case .io: "EIO"
         case .tooBig: "E2BIG"
         case .fault: "EFAULT"
@@ -22,8 +23,8 @@ public enum XenErrno: Int32, Error, Sendable, Equatable, CustomStringConvertible
 
 /// `__HYPERVISOR_*` numbers Swiftlet serves (the rest answer -ENOSYS).
 public enum HypercallNumber: UInt32, Sendable, CaseIterable {
-    case setTrapTable = 0, setCallbacks = 4, xenVersion = 17, consoleIO = 18, vcpuOp = 24
-    case schedOp = 29, callbackOp = 30
+    case setTrapTable = 0, setCallbacks = 4, memoryOp = 12, xenVersion = 17, consoleIO = 18, grantTableOp = 20
+    case vcpuOp = 24, schedOp = 29, callbackOp = 30, eventChannelOp = 32, hvmOp = 34
 
     /// Xen's name, used for counts in reports.
     public var name: String {
@@ -35,6 +36,10 @@ public enum HypercallNumber: UInt32, Sendable, CaseIterable {
         case .vcpuOp: "vcpu_op"
         case .schedOp: "sched_op"
         case .callbackOp: "callback_op"
+        case .memoryOp: "memory_op"
+        case .grantTableOp: "grant_table_op"
+        case .eventChannelOp: "event_channel_op"
+        case .hvmOp: "hvm_op"
         }
     }
 
@@ -69,6 +74,17 @@ public enum XenABI {
     /// XENFEAT_ bits Swiftlet really provides: writable_page_tables (0),
     /// writable_descriptor_tables (1), auto_translated_physmap (2), supervisor_mode_kernel (3).
     public static let featureSubmap0: UInt32 = 0xF
+    /// For an HVM-style guest (PVH, Multiboot or Linux entry), what Xen itself lists for a
+    /// translated guest and Swiftlet provides: writable_page_tables (0), auto_translated_physmap (2).
+    public static let hvmFeatureSubmap0: UInt32 = 0x5
+    /// `DOMID_SELF`: the only domain a guest can name here.
+    public static let domidSelf: UInt16 = 0x7FF0
+    /// `HVM_NR_PARAMS` (hvm/params.h): indices at or above are -EINVAL.
+    public static let hvmParamCount: UInt32 = 39
+    /// `HVM_PARAM_CALLBACK_IRQ`: the one parameter a guest may set here.
+    public static let hvmParamCallbackIRQ: UInt32 = 0
+    /// Grant-table frames: one, and version 1 only.
+    public static let grantFrames: UInt32 = 1
     public static let pageSize: Int32 = 4096
     /// Entries read from a trap table before giving up on finding its terminator.
     public static let trapTableLimit = 1024

@@ -3,6 +3,9 @@
 /// edx, esi, edi).
 public struct HypercallRequest: Equatable, Sendable {
     public var number: UInt64
+    /// The caller's ABI: 64-bit (long mode) or 32-bit. Structure layouts with `xen_ulong_t` or
+    /// `xen_pfn_t` fields differ between the two.
+    public var is64Bit = true
     /// The five argument registers, stored inline: no allocation on the hypercall path.
     public var arguments: Arguments
 
@@ -139,6 +142,17 @@ public protocol HypercallEnvironment {
     func setTrapTable(_ entries: [TrapInfo])
     func registerCallback(type: UInt16, address: UInt64, flags: UInt16)
     func unregisterCallback(type: UInt16)
+
+    /// The guest was entered as an HVM guest (PVH, Multiboot, Linux), not as a PV-style xen64 one.
+    var isHVM: Bool { get }
+    /// `HVMOP_get_param` / `set_param` storage (0 for never set).
+    func hvmParam(_ index: UInt32) -> UInt64
+    func setHVMParam(_ index: UInt32, _ value: UInt64)
+    /// Puts the shared_info page at guest frame `frame`, in the caller's ABI layout; false if the
+    /// frame is not guest RAM.
+    func mapSharedInfo(frame: UInt64, abi: SharedInfo.ABI) -> Bool
+    /// Puts grant-table frame `index` (zeroed) at guest frame `frame`; false if not guest RAM.
+    func mapGrantFrame(_ index: UInt64, frame: UInt64) -> Bool
 }
 
 /// Serves hypercalls with Xen's argument checks and error codes.
@@ -161,6 +175,10 @@ public enum HypercallDispatcher {
         case .vcpuOp: return vcpuOp(Int32(truncatingIfNeeded: a[0]), UInt32(truncatingIfNeeded: a[1]), a[2], env)
         case .schedOp: return schedOp(Int32(truncatingIfNeeded: a[0]), a[1], env)
         case .callbackOp: return callbackOp(Int32(truncatingIfNeeded: a[0]), a[1], env)
+        case .hvmOp: return hvmOp(a[0], a[1], env)
+        case .memoryOp: return memoryOp(a[0], a[1], is64Bit: request.is64Bit, env)
+        case .grantTableOp: return grantTableOp(UInt32(truncatingIfNeeded: a[0]), a[1], UInt32(truncatingIfNeeded: a[2]), env)
+        case .eventChannelOp: return .error(.nosys)      // no event channels
         }
     }
 
@@ -211,7 +229,7 @@ public enum HypercallDispatcher {
         case 6:
             guard let info = env.read(argument, count: 8) else { return .error(.fault) }
             guard u32(info, 0) == 0 else { return .error(.inval) }
-            let submap = XenABI.featureSubmap0
+            let submap = env.isHVM ? XenABI.hvmFeatureSubmap0 : XenABI.featureSubmap0
             let reply = Array(info[0..<4]) + (0..<4).map { UInt8(truncatingIfNeeded: submap >> (8 * UInt32($0))) }
             return env.write(reply, at: argument) ? .ok() : .error(.fault)
         case 7: return .ok(Int64(XenABI.pageSize))
@@ -297,6 +315,88 @@ public enum HypercallDispatcher {
             return .ok(env.isUp(target) ? 1 : 0)
         case 4:                                                   // get_runstate_info
             return env.write(env.runstate(target).bytes, at: argument) ? .ok() : .error(.fault)
+        default:
+            return .error(.nosys)
+        }
+    }
+
+    static func u16(_ bytes: [UInt8], _ offset: Int) -> UInt16 { UInt16(bytes[offset]) | UInt16(bytes[offset + 1]) << 8 }
+    static func le<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
+        (0..<MemoryLayout<T>.size).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) }
+    }
+
+    /// `hvm_op`: HVMOP_set_param (0) and HVMOP_get_param (1) on `struct xen_hvm_param`
+    /// {domid_t domid @0; uint32_t index @4; uint64_t value @8} (16 bytes in both ABIs).
+    /// Xen's order of checks: copy in (-EFAULT), index (-EINVAL), domain (-ESRCH). Every
+    /// parameter reads as what was set, 0 ("none": no xenstore, no PV console) otherwise; only
+    /// HVM_PARAM_CALLBACK_IRQ may be set (-EPERM for the rest). Not for PV guests (-ENOSYS).
+    static func hvmOp(_ command: UInt64, _ argument: UInt64, _ env: some HypercallEnvironment) -> HypercallResult {
+        guard env.isHVM, command == 0 || command == 1 else { return .error(.nosys) }
+        guard let bytes = env.read(argument, count: 16) else { return .error(.fault) }
+        let index = u32(bytes, 4)
+        guard index < XenABI.hvmParamCount else { return .error(.inval) }
+        guard u16(bytes, 0) == XenABI.domidSelf else { return .error(.srch) }
+        if command == 0 {
+            guard index == XenABI.hvmParamCallbackIRQ else { return .error(.perm) }
+            env.setHVMParam(index, u64(bytes, 8))
+            return .ok()
+        }
+        guard let address = advance(argument, by: 8) else { return .error(.fault) }
+        return env.write(le(env.hvmParam(index)), at: address) ? .ok() : .error(.fault)
+    }
+
+    /// `memory_op`: XENMEM_add_to_physmap (7) on `struct xen_add_to_physmap` {domid_t domid @0;
+    /// uint16_t size @2; unsigned int space @4; xen_ulong_t idx; xen_pfn_t gpfn} (64-bit: idx @8,
+    /// gpfn @16, 24 bytes; 32-bit: idx @8, gpfn @12, 16 bytes). Spaces: shared_info (0, idx 0)
+    /// and grant_table (1, idx below the frame count, no status frames); others -ENOSYS. The
+    /// frame must be guest RAM (-EINVAL otherwise). Other memory_op commands: -ENOSYS.
+    static func memoryOp(_ command: UInt64, _ argument: UInt64, is64Bit: Bool, _ env: some HypercallEnvironment) -> HypercallResult {
+        guard command & 0x3F == 7 else { return .error(.nosys) }          // MEMOP_CMD_MASK
+        let size = is64Bit ? 24 : 16
+        guard let bytes = env.read(argument, count: size) else { return .error(.fault) }
+        guard u16(bytes, 0) == XenABI.domidSelf else { return .error(.srch) }
+        let space = u32(bytes, 4)
+        let index = is64Bit ? u64(bytes, 8) : UInt64(u32(bytes, 8))
+        let frame = is64Bit ? u64(bytes, 16) : UInt64(u32(bytes, 12))
+        switch space {
+        case 0:
+            guard index == 0 else { return .error(.inval) }
+            return env.mapSharedInfo(frame: frame, abi: is64Bit ? .x86_64 : .x86_32) ? .ok() : .error(.inval)
+        case 1:
+            guard index < UInt64(XenABI.grantFrames) else { return .error(.inval) }   // also refuses the status bit
+            return env.mapGrantFrame(index, frame: frame) ? .ok() : .error(.inval)
+        case 4:
+            return .error(.inval)                                          // gmfn_foreign: not through this call
+        default:
+            return .error(.nosys)
+        }
+    }
+
+    /// `grant_table_op(cmd, uop, count)`: GNTTABOP_query_size (6), set_version (8), get_version
+    /// (10), each with count 1 (-EINVAL otherwise); version 1 only, one frame. Others -ENOSYS.
+    static func grantTableOp(_ command: UInt32, _ argument: UInt64, _ count: UInt32, _ env: some HypercallEnvironment) -> HypercallResult {
+        switch command {
+        case 6:                                   // {domid_t dom; u32 nr_frames @4; u32 max @8; i16 status @12}
+            guard count == 1 else { return .error(.inval) }
+            guard var bytes = env.read(argument, count: 16) else { return .error(.fault) }
+            if u16(bytes, 0) == XenABI.domidSelf {
+                bytes.replaceSubrange(4..<14, with: le(XenABI.grantFrames) + le(XenABI.grantFrames) + le(Int16(0)))
+            } else {
+                bytes.replaceSubrange(12..<14, with: le(Int16(-2)))       // GNTST_bad_domain
+            }
+            return env.write(bytes, at: argument) ? .ok() : .error(.fault)
+        case 8:                                   // {u32 version}: in, and out as the current one
+            guard count == 1 else { return .error(.inval) }
+            guard let bytes = env.read(argument, count: 4) else { return .error(.fault) }
+            let requested = u32(bytes, 0)
+            let result: HypercallResult = requested == 1 ? .ok() : requested == 2 ? .error(.nosys) : .error(.inval)
+            return env.write(le(UInt32(1)), at: argument) ? result : .error(.fault)
+        case 10:                                  // {domid_t dom; u32 version @4}
+            guard count == 1 else { return .error(.inval) }
+            guard let bytes = env.read(argument, count: 8) else { return .error(.fault) }
+            guard u16(bytes, 0) == XenABI.domidSelf else { return .error(.srch) }
+            guard let address = advance(argument, by: 4) else { return .error(.fault) }
+            return env.write(le(UInt32(1)), at: address) ? .ok() : .error(.fault)
         default:
             return .error(.nosys)
         }

@@ -309,4 +309,9 @@ public final class VCPU: @unchecked Sendable {
         value.mp_state = state.rawValue
         _ = try ioctlPointer(fd.rawValue, CKVM_SET_MP_STATE, &value, "KVM_SET_MP_STATE", context: "\(context) -> \(state)")
     }
+
+    /// `KVM_GET_TSC_KHZ`: the guest's TSC frequency in kHz.
+    public func tscKHz() throws(KVMError) -> UInt32 {
+        UInt32(truncatingIfNeeded: try ioctlValue(fd.rawValue, CKVM_GET_TSC_KHZ, 0, "KVM_GET_TSC_KHZ", context: context))
+    }
 }

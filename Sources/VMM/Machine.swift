@@ -145,6 +145,8 @@ public final class Machine: Sendable {
     let stopState = Mutex<VMOutcome?>(nil)
     let slots: [VCPUSlot]
     let checkpointLog = Mutex<[Checkpoint]>([])
+    /// HVM parameters and shared pages of the Xen-style interface.
+    let xenDomain = Mutex(XenDomainState())
     let watchdogWakeup = DispatchSemaphore(value: 0)
     let runStarted = Mutex<UInt64>(0)
     /// Each vCPU's MP state when the machine was built, before any guest code ran.

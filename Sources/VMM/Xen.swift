@@ -4,6 +4,9 @@ import Hypercalls
 import KVM
 import Loader
 import X86
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Whether a VM offers the Xen-style interface (`--xen`).
 public enum XenMode: String, Sendable, CaseIterable {
@@ -19,6 +22,24 @@ public enum XenMode: String, Sendable, CaseIterable {
             guard case let .elf(elf) = image else { return false }
             return elf.notes.all.contains { [.hypercallPage, .features, .supportedFeatures].contains($0.kind) }
         }
+    }
+}
+
+/// The Xen state of the whole VM: HVM parameters and where the guest put shared pages.
+public struct XenDomainState: Sendable {
+    public var hvmParams: [UInt32: UInt64] = [:]
+    /// Guest-physical address and layout of the shared_info page, once mapped.
+    public var sharedInfo: (address: UInt64, abi: SharedInfo.ABI)?
+    /// Grant-table frame index to guest-physical address.
+    public var grantFrames: [UInt64: UInt64] = [:]
+
+    static let tscMSR: UInt32 = 0x10
+
+    /// The guest-physical address of 4 KiB frame `frame`, if that page is guest RAM.
+    static func address(ofFrame frame: UInt64, in memory: GuestMemory) -> GuestAddress? {
+        guard frame < 1 << 52 else { return nil }
+        let address = GuestAddress(frame << 12)
+        return memory.contains(address, length: 4096) ? address : nil
     }
 }
 
@@ -87,9 +108,10 @@ extension Machine {
         }
         let longMode = sregs.efer & ControlBits.lma != 0 && sregs.cs.long
         let low: UInt64 = 0xFFFF_FFFF
-        let request = longMode
+        var request = longMode
             ? HypercallRequest(number: regs.rax, regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8)
             : HypercallRequest(number: regs.rax & low, regs.rbx & low, regs.rcx & low, regs.rdx & low, regs.rsi & low, regs.rdi & low)
+        request.is64Bit = longMode
         let view = GuestVirtualMemory(memory: memory, mode: GuestVirtualMemory.mode(
             cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4, efer: sregs.efer))
         let result = HypercallDispatcher.handle(request, in: XenEnvironment(machine: self, caller: slot, view: view))
@@ -191,6 +213,37 @@ struct XenEnvironment: HypercallEnvironment {
             return RunstateInfo(state: s.isUp ? 0 : 3, entryTime: s.stateEntry,
                                 time: [s.runningTime + (s.isUp ? elapsed : 0), 0, 0, s.offlineTime + (s.isUp ? 0 : elapsed)])
         }
+    }
+
+    var isHVM: Bool { machine.bootProtocol != .xen64 }
+    func hvmParam(_ index: UInt32) -> UInt64 { machine.xenDomain.withLock { $0.hvmParams[index] ?? 0 } }
+    func setHVMParam(_ index: UInt32, _ value: UInt64) { machine.xenDomain.withLock { $0.hvmParams[index] = value } }
+
+    func mapSharedInfo(frame: UInt64, abi: SharedInfo.ABI) -> Bool {
+        guard let address = XenDomainState.address(ofFrame: frame, in: machine.memory) else { return false }
+        let vcpu = callerSlot.vcpu
+        guard let khz = try? vcpu.tscKHz(), let tsc = try? vcpu.msrs([XenDomainState.tscMSR]).first else { return false }
+        let systemTime = machine.runNanoseconds()
+        let (mul, shift) = SharedInfo.scale(tscHertz: UInt64(khz) * 1000)
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        // The wallclock is the time of day at system time 0, the start of the run.
+        let nowNanoseconds = UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+        let boot = nowNanoseconds - min(nowNanoseconds, systemTime)
+        let time = SharedInfo.Time(tscTimestamp: tsc, systemTime: systemTime, mul: mul, shift: shift)
+        let page = SharedInfo(abi: abi, vcpuTimes: Array(repeating: time, count: min(vcpuCount, SharedInfo.legacyMaxVCPUs)),
+                              wallclockSeconds: boot / 1_000_000_000, wallclockNanoseconds: UInt32(boot % 1_000_000_000))
+        guard (try? machine.memory.write(page.bytes, at: address)) != nil else { return false }
+        machine.xenDomain.withLock { $0.sharedInfo = (address.rawValue, abi) }
+        machine.logger.debug("shared_info mapped", metadata: ["gpa": "0x\(String(address.rawValue, radix: 16))", "abi": "\(abi)"])
+        return true
+    }
+
+    func mapGrantFrame(_ index: UInt64, frame: UInt64) -> Bool {
+        guard let address = XenDomainState.address(ofFrame: frame, in: machine.memory),
+              (try? machine.memory.fill(0, at: address, count: 4096)) != nil else { return false }
+        machine.xenDomain.withLock { $0.grantFrames[index] = address.rawValue }
+        return true
     }
 
     func setTrapTable(_ entries: [TrapInfo]) { callerSlot.xen.withLock { $0.trapTable = entries } }

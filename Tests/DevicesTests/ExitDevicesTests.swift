@@ -88,3 +88,36 @@ struct ExitDevicesTests {
         #expect(bus.read(0x65, size: 1) == 0xFF, "port 0x65 is not claimed")
     }
 }
+
+/// The fw_cfg subset: selector rewinds, bytes auto-advance, unknown keys and reads past the end are 0.
+@Suite("fw_cfg")
+struct FirmwareConfigTests {
+    let device = FirmwareConfig(items: FirmwareConfig.items(cpus: 3, ramBytes: 5 << 30, commandLine: Array("a=1".utf8)))
+
+    func read(_ key: UInt16, _ count: Int) -> [UInt8] {
+        _ = device.write(offset: 0, size: 2, value: UInt64(key))
+        return (0..<count).map { _ in UInt8(device.read(offset: 1, size: 1)) }
+    }
+
+    @Test func everyKey() {
+        #expect(read(0x0000, 6) == Array("QEMU".utf8) + [0, 0])
+        #expect(read(0x0001, 4) == [1, 0, 0, 0])
+        #expect(read(0x0003, 8) == [0, 0, 0, 0x40, 1, 0, 0, 0])
+        #expect(read(0x0005, 2) == [3, 0] && read(0x000F, 2) == [3, 0])
+        #expect(read(0x0014, 4) == [4, 0, 0, 0])
+        #expect(read(0x0015, 5) == Array("a=1".utf8) + [0, 0])
+        #expect(read(0x0019, 4) == [0, 0, 0, 0])
+        #expect(read(0x0123, 4) == [0, 0, 0, 0])
+    }
+
+    @Test func selectingRewindsAndWiderReadsTakeBytesInTurn() {
+        _ = device.write(offset: 0, size: 2, value: 0)
+        #expect(device.read(offset: 1, size: 2) == 0x4551)            // "QE"
+        #expect(device.read(offset: 1, size: 4) == 0x554D)            // "MU", then past the end
+        _ = device.write(offset: 0, size: 1, value: 5)                // not a selector write
+        #expect(device.read(offset: 1, size: 1) == 0)
+        _ = device.write(offset: 0, size: 2, value: 0x1_0000)         // 16 bits of it count
+        #expect(device.read(offset: 1, size: 1) == 0x51)
+        #expect(device.read(offset: 0, size: 2) == 0)
+    }
+}

@@ -37,6 +37,23 @@ final class FakeEnvironment: HypercallEnvironment, @unchecked Sendable {
     func setTrapTable(_ entries: [TrapInfo]) { trapTable = entries }
     func registerCallback(type: UInt16, address: UInt64, flags: UInt16) { callbacks[type] = address }
     func unregisterCallback(type: UInt16) { callbacks[type] = nil }
+
+    var isHVM = false
+    var params: [UInt32: UInt64] = [:]
+    var sharedInfo: (frame: UInt64, abi: SharedInfo.ABI)?
+    var grantFrames: [UInt64: UInt64] = [:]
+    func hvmParam(_ index: UInt32) -> UInt64 { params[index] ?? 0 }
+    func setHVMParam(_ index: UInt32, _ value: UInt64) { params[index] = value }
+    func mapSharedInfo(frame: UInt64, abi: SharedInfo.ABI) -> Bool {
+        guard isRAMPage(frame << 12), frame < 1 << 40 else { return false }
+        sharedInfo = (frame, abi)
+        return true
+    }
+    func mapGrantFrame(_ index: UInt64, frame: UInt64) -> Bool {
+        guard isRAMPage(frame << 12), frame < 1 << 40 else { return false }
+        grantFrames[index] = frame
+        return true
+    }
 }
 
 func le(_ v: UInt64, _ n: Int = 8) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: v >> (8 * UInt64($0))) } }

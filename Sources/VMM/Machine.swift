@@ -37,6 +37,10 @@ public struct MachineConfiguration: Sendable {
     public var mpTable: Bool = true
     /// Offer the Xen-style hypercall interface.
     public var xen: XenMode = .auto
+    /// Install the syscall filter once the vCPU threads run (the CLI's default; off in-process).
+    public var seccomp = false
+    /// After installing the filter, make a forbidden call (tests: the VMM must die with a message).
+    public var probeForbiddenSyscall = false
     /// Forward standard input to the serial port.
     public var forwardInput: Bool
     /// Where the serial port's output goes (stdout by default).
@@ -351,6 +355,18 @@ public final class Machine: Sendable {
         }
         do { try input?.start(into: serial) } catch { stop(.vmmError(vcpu: nil, message: error.description)) }
         let watchdog = try? NativeThread(name: "watchdog") { [self] in watchForDeadlock() }
+        if configuration.seccomp {
+            do {
+                try SyscallFilter.install()
+                logger.debug("seccomp filter installed", metadata: ["allowed": "\(SyscallFilter.allowed.count) calls"])
+            } catch {
+                stop(.vmmError(vcpu: nil, message: error.description))
+            }
+        }
+        if configuration.probeForbiddenSyscall {
+            let allowed = SyscallFilter.probeForbiddenCall()
+            logger.warning("forbidden-call probe", metadata: ["socket(2)": "\(allowed ? "allowed" : "refused")"])
+        }
         for thread in threads { thread.join() }
         watchdogWakeup.signal()
         watchdog?.join()

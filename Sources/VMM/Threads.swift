@@ -21,6 +21,7 @@ public struct NativeThread: Sendable {
         let result = pthread_create(&thread, nil, { raw in
             let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
             _ = csystem_set_thread_name(String(box.name.prefix(15)))
+            cswiftlet_unblock_sigsys()
             box.body()
             return nil
         }, box)

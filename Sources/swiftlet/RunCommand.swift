@@ -75,6 +75,12 @@ struct Run: ParsableCommand {
     @Flag(name: .customLong("no-stdin"), help: "Do not forward standard input to the serial port.")
     var noStdin = false
 
+    @Flag(name: .customLong("no-seccomp"), help: "Do not install the syscall filter (for debugging; see the README's Security section).")
+    var noSeccomp = false
+
+    @Flag(name: .customLong("debug-forbidden-syscall"), help: .hidden)
+    var debugForbiddenSyscall = false
+
     func validate() throws {
         let size: MemorySize
         do { size = try MemorySize.parse(memory) } catch {
@@ -145,6 +151,8 @@ struct Run: ParsableCommand {
             kernel: kernelFile, initrd: initrdFile, commandLine: Array((cmdline ?? "console=ttyS0").utf8), memorySize: memoryBytes,
             cpus: cpus, bootCPU: bootCPU, bootProtocol: boot.requested, forwardInput: !noStdin)
         config.commandLineIsDefault = cmdline == nil
+        config.seccomp = !noSeccomp
+        config.probeForbiddenSyscall = debugForbiddenSyscall
         config.modules = modules
         config.acpi = acpi.isOn
         config.mpTable = mptable.isOn

@@ -47,7 +47,7 @@ struct ProtocolSelectionTests {
                       .selects(.xen64, mentioning: "e_entry 0x1000000 was used"), .selects(.linux, mentioning: "ELF64")],
         .elf32PVH: [.selects(.pvh, mentioning: "has XEN_ELFNOTE_PHYS32_ENTRY"), .selects(.pvh, mentioning: "PHYS32_ENTRY"),
                     .unavailable(mentioning: "64-bit ELF"), .unavailable(mentioning: "64-bit ELF")],
-        .elf32Plain: [.noEntry(mentioning: "needs that note, and xen64 and linux need a 64-bit ELF"),
+        .elf32Plain: [.noEntry(mentioning: "Multiboot its header in the first 8 KiB, and xen64 and linux need a 64-bit ELF"),
                       .unavailable(mentioning: "no XEN_ELFNOTE_PHYS32_ENTRY"),
                       .unavailable(mentioning: "this is ELF32"), .unavailable(mentioning: "this is ELF32")],
         .bzImage64: [.selects(.linux, mentioning: "XLF_KERNEL_64"), .unavailable(mentioning: "no Xen ELF notes"),

@@ -1,5 +1,8 @@
+import DemoGuest
 import Foundation
+import Loader
 import Testing
+import VMM
 
 /// Every bad input ends with one line naming the problem, and status 2 (usage) or 1 (run time).
 @Suite("Command line")
@@ -31,7 +34,7 @@ struct CommandLineTests {
         Case(arguments: ["run", "--cpus", "2", "--boot-cpu", "2"], status: 2,
              message: "swiftlet: --boot-cpu 2: must be between 0 and 1 for --cpus 2 (see 'swiftlet help')"),
         Case(arguments: ["run", "--boot", "efi"], status: 2,
-             message: "swiftlet: The value 'efi' is invalid for '--boot <auto|pvh|xen64|linux>'. Please provide one of 'auto', 'pvh', 'xen64' or 'linux'. (see 'swiftlet help')"),
+             message: "swiftlet: The value 'efi' is invalid for '--boot <auto|pvh|multiboot|xen64|linux>'. Please provide one of 'auto', 'pvh', 'multiboot', 'xen64' or 'linux'. (see 'swiftlet help')"),
         Case(arguments: ["inspect"], status: 2,
              message: "swiftlet: Missing expected argument '<path>' (see 'swiftlet help')"),
         Case(arguments: ["run", "--kernel", "/nonexistent/vmlinux"], status: 1,
@@ -40,7 +43,37 @@ struct CommandLineTests {
              message: "swiftlet: /nonexistent/vmlinux: cannot read kernel image: No such file or directory"),
         Case(arguments: ["run", "--initrd", "/nonexistent/initrd"], status: 1,
              message: "swiftlet: /nonexistent/initrd: cannot read initrd: No such file or directory"),
+        Case(arguments: ["run", "--module", "/nonexistent/module,with text"], status: 1,
+             message: "swiftlet: /nonexistent/module: cannot read module: No such file or directory"),
     ]
+
+    /// Run-time refusals whose wording depends on this host or build: the start of the line.
+    static let runtimeCases: [Case] = [
+        Case(arguments: ["run", "--memory", "1000000T"], status: 2, message: "swiftlet: --memory 1000000T: larger than this host's "),
+        Case(arguments: ["run", "--cpus", "100000", "--mptable", "off"], status: 1,
+             message: "swiftlet: --cpus 100000 is out of range: this KVM allows 1 to "),
+        Case(arguments: ["run", "--module", "/etc/hostname"], status: 1,
+             message: "swiftlet: --module /etc/hostname: modules are for Multiboot kernels; this kernel boots by pvh ("),
+        Case(arguments: ["run", "--boot", "multiboot"], status: 1,
+             message: "swiftlet: <demo guest>: cannot boot with --boot multiboot: no Multiboot header"),
+    ]
+
+    @Test(arguments: runtimeCases)
+    func badArgumentsForThisHost(_ c: Case) {
+        let result = Harness.swiftlet(c.arguments + ["--no-stdin"])
+        #expect(result.status == c.status)
+        #expect(result.stderr.hasPrefix(c.message), "stderr: \(result.stderr)")
+        #expect(result.stderr.filter { $0 == "\n" }.count == 1)
+        #expect(result.stdout.isEmpty)
+    }
+
+    @Test func initrdTooLargeForMemory() throws {
+        let initrd = try Harness.temporaryFile("big-initrd", [UInt8](repeating: 0x5A, count: 6 << 20))
+        let result = Harness.swiftlet(["run", "--memory", "4M", "--initrd", initrd.path, "--no-stdin"])
+        #expect(result.status == 1)
+        #expect(result.stderr.hasPrefix("swiftlet: initrd of 6291456 bytes does not fit: "), "stderr: \(result.stderr)")
+        #expect(result.stderr.hasSuffix("; use more --memory\n"))
+    }
 
     @Test(arguments: usageCases)
     func badArguments(_ c: Case) {
@@ -135,6 +168,16 @@ struct BadImageTests {
             put32(&b, Int(u64(b, note.offset + 8)) + 4, 0xFFFF_FF00)   // descsz of the first note
             return b
         }, message: { "\($0): Xen note at offset 0x" }, suffix: "has an impossible size (descsz 0xffffff00, only 0x"),
+        Case(name: "overlapping segments", make: { image in
+            var b = image
+            let loads = programHeaders(b).filter { $0.type == 1 }
+            put64(&b, loads[1].offset + 24, u64(b, loads[0].offset + 24) + 0x1000)   // segment 1 inside segment 0
+            return b
+        }, message: { "\($0): segment 1 [0x101000, 0x" }, suffix: ") overlaps segment 0 [0x100000, 0x105000)"),
+        Case(name: "unknown Multiboot requirement", make: { _ in
+            [0x1BAD_B002, 0x0000_0010, 0 &- (0x1BAD_B002 &+ 0x10) as UInt32].flatMap { v in (0..<4).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+                + [UInt8](repeating: 0x90, count: 64)
+        }, message: { "\($0): unsupported Multiboot: header flags at offset 0x0 is 0x10 (expected no requirement bits beyond 0-2 (bit 4 is set))" }),
         Case(name: "no usable entry point", make: { _ in elf32WithoutNotes() },
              message: { "\($0): no usable entry point" }),
     ]
@@ -148,5 +191,30 @@ struct BadImageTests {
         #expect(c.suffix.isEmpty || run.stderr.contains(c.suffix), "stderr: \(run.stderr)")
         #expect(run.stderr.filter { $0 == "\n" }.count == 1)
         #expect(!run.stderr.contains("Fatal error") && !run.stderr.contains("backtrace"))
+    }
+}
+
+/// Without a usable /dev/kvm the VM is not built, and the one line says what to check. (The
+/// tests run as root, so a permission failure cannot be produced here; it takes the same path
+/// with EACCES.) Input errors come first: a bad kernel is named even without KVM.
+@Suite("No KVM")
+struct NoKVMTests {
+    @Test func missingDeviceIsNamed() throws {
+        let config = MachineConfiguration(kernel: KernelFile(path: "demo", bytes: demoGuestImage), memorySize: 64 << 20,
+                                          forwardInput: false, serialOutput: { _ in })
+        do {
+            _ = try Machine(config, kvmPath: "/nonexistent/kvm")
+            Issue.record("a Machine was built without KVM")
+        } catch {
+            #expect(error.description == "cannot open /nonexistent/kvm: No such file or directory; "
+                    + "is KVM enabled on this host, and may you read and write it (group kvm)?")
+        }
+        let bad = MachineConfiguration(kernel: KernelFile(path: "junk", bytes: [1, 2, 3]), forwardInput: false, serialOutput: { _ in })
+        do {
+            _ = try Machine(bad, kvmPath: "/nonexistent/kvm")
+            Issue.record("a Machine was built from junk")
+        } catch {
+            #expect(error.description.hasPrefix("junk: not an ELF or bzImage kernel"))
+        }
     }
 }

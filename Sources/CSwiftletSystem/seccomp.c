@@ -1,0 +1,90 @@
+// The VMM's syscall filter (raw seccomp BPF, x86-64). See Sources/VMM/Seccomp.swift and the
+// README's Security section for why each call is allowed.
+#include "cswiftlet_system.h"
+#include <errno.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <signal.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/syscall.h>
+
+// What the run loop, device emulation, the console, the signal thread, the watchdog, teardown and
+// the end-of-run report need once the VM is built. No new processes, threads, sockets, mappings
+// of files or privilege changes.
+static const int allowed[] = {
+    SYS_read, SYS_write, SYS_writev, SYS_pread64, SYS_close, SYS_openat, SYS_newfstatat, SYS_fstat,
+    SYS_lseek, SYS_fcntl, SYS_poll, SYS_ppoll, SYS_ioctl,
+    SYS_mmap, SYS_munmap, SYS_mprotect, SYS_mremap, SYS_madvise, SYS_brk, SYS_mincore,
+    SYS_futex, SYS_sched_yield, SYS_sched_getaffinity, SYS_nanosleep, SYS_clock_nanosleep, SYS_clock_gettime,
+    SYS_gettid, SYS_getpid, SYS_tgkill, SYS_tkill,
+    SYS_rt_sigaction, SYS_rt_sigprocmask, SYS_rt_sigreturn, SYS_rt_sigtimedwait, SYS_sigaltstack,
+    SYS_getrandom, SYS_sysinfo, SYS_readlink, SYS_exit, SYS_exit_group, SYS_restart_syscall,
+    SYS_rseq, SYS_set_robust_list,   // what glibc does as a thread that was created just before starts
+};
+
+int cswiftlet_seccomp_allowed_count(void) { return (int)(sizeof allowed / sizeof allowed[0]); }
+int cswiftlet_seccomp_allowed_at(int index) { return allowed[index]; }
+
+static void on_sigsys(int signal, siginfo_t *info, void *context) {
+    (void)signal; (void)context;
+    char text[160] = "swiftlet: seccomp: the VMM made system call ";
+    size_t length = strlen(text);
+    char digits[12];
+    int n = 0;
+    unsigned number = (unsigned)info->si_syscall;
+    do { digits[n++] = (char)('0' + number % 10); number /= 10; } while (number && n < 11);
+    while (n) text[length++] = digits[--n];
+    const char *tail = ", which its filter forbids; rerun with --no-seccomp to debug\n";
+    size_t tailLength = strlen(tail);
+    memcpy(text + length, tail, tailLength);
+    length += tailLength;
+    ssize_t ignored = write(2, text, length);
+    (void)ignored;
+    _exit(1);
+}
+
+void cswiftlet_unblock_sigsys(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGSYS);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
+int cswiftlet_seccomp_install(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = on_sigsys;
+    action.sa_flags = SA_SIGINFO;
+    if (sigaction(SIGSYS, &action, NULL) != 0) return -errno;
+    cswiftlet_unblock_sigsys();
+
+    enum { count = sizeof allowed / sizeof allowed[0] };
+    // Layout: [0-4] architecture and x32 checks, [5-7] prctl(PR_SET_NAME) only (threads name
+    // themselves as they start), [8, 8 + count) one test per allowed call, then TRAP (everything
+    // else) and ALLOW (where every match jumps). A jump's offset counts from the next instruction.
+    struct sock_filter program[count + 10];
+    int i = 0;
+    // Anything but x86-64 (the i386 entry point included) is killed outright.
+    program[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
+    program[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0);
+    program[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
+    program[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+    program[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u, count + 3, 0);   // x32: TRAP
+    program[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_prctl, 0, 2);
+    program[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0]));
+    program[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, PR_SET_NAME, count + 1, count);
+    for (int k = 0; k < count; k++) {
+        program[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)allowed[k], (unsigned char)(count - k), 0);
+    }
+    program[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP);
+    program[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    struct sock_fprog fprog = { .len = (unsigned short)i, .filter = program };
+
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -errno;
+    long result = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &fprog);
+    if (result < 0) return -errno;
+    if (result > 0) return -ESRCH;   // TSYNC: a thread (id `result`) could not be synchronised
+    return 0;
+}

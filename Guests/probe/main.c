@@ -491,6 +491,22 @@ static NORETURN void do_action(void)
         summary();
         poweroff(0);
     }
+    if (value_has_prefix(v, vn, "garbage=") && parse_dec(v + 8, vn - 8, &n)) {
+        /* Execute a page of pseudo-random bytes (xorshift32 from the seed) with no IDT: whatever
+           it does (fault, triple fault, halt, loop, port writes), the VMM must stay in charge. */
+        static uint8_t garbage_page[4096] __attribute__((aligned(4096)));
+        uint32_t x = n ? n : 1;
+        for (int i = 0; i < 4096; i++) {
+            x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+            garbage_page[i] = (uint8_t)x;
+        }
+        summary();
+        struct desc_ptr d = {0, 0};
+        __asm__ volatile("lidt %0" ::"m"(d) : "memory");
+        ((void (*)(void))(void *)garbage_page)();
+        print("FAIL garbage returned\n");
+        poweroff(1);
+    }
     if (value_is(v, vn, "halt")) {
         /* Halt with interrupts off: nothing can resume this vCPU; the VMM must notice. */
         summary();

@@ -1,8 +1,12 @@
 /*
  * Swiftlet guests: the Xen hypercall ABI as Swiftlet implements it (boot-and-abi.md section 5),
- * shared by the xenvcpu and xenpvh guests. 64-bit calls go through `xen_hcall_page` (each guest
- * defines it): `call xen_hcall_page + nr * 32`, number in the stub, arguments in rdi, rsi, rdx,
- * r10, r8, result in rax (a negative Xen errno on failure).
+ * shared by the xenvcpu, xenpvh and xenhvm guests. 64-bit calls go through `xen_hcall_page` (each
+ * guest defines it): `call xen_hcall_page + nr * 32`, number in the stub, arguments in rdi, rsi,
+ * rdx, r10, r8, result in rax (a negative Xen errno on failure).
+ *
+ * The PV structures and the 64-bit call helpers are only there for x86-64 builds; the numbers and
+ * the HVM structures (written, like Xen's public headers, with `unsigned long` for xen_ulong_t and
+ * xen_pfn_t, so that one definition gives the x86_32 and the x86_64 layout) also build with -m32.
  */
 #ifndef GUEST_XEN_H
 #define GUEST_XEN_H
@@ -29,9 +33,15 @@
 #define HC_vcpu_op 24
 #define HC_sched_op 29
 #define HC_callback_op 30
+#define HC_memory_op 12
+#define HC_grant_table_op 20
+#define HC_event_channel_op 32
+#define HC_hvm_op 34
 
 /* ---- errno (returned negated) ---- */
+#define XEN_EPERM 1
 #define XEN_ENOENT 2
+#define XEN_ESRCH 3
 #define XEN_E2BIG 7
 #define XEN_EFAULT 14
 #define XEN_EEXIST 17
@@ -90,6 +100,132 @@
 #define VGCF_ALLOWED (VGCF_i387_valid | VGCF_in_kernel | VGCF_failsafe_disables_events | \
                       VGCF_syscall_disables_events | VGCF_online | VGCF_in_syscall)
 
+#define XENFEAT_writable_page_tables 0
+#define XENFEAT_auto_translated_physmap 2
+
+/* ---- HVM interface (xen.h, hvm/hvm_op.h, hvm/params.h, memory.h, grant_table.h, event_channel.h) ---- */
+#define DOMID_SELF 0x7ff0u
+
+#define HVMOP_set_param 0
+#define HVMOP_get_param 1
+#define HVM_PARAM_CALLBACK_IRQ 0
+#define HVM_PARAM_STORE_PFN 1
+#define HVM_PARAM_STORE_EVTCHN 2
+#define HVM_PARAM_CONSOLE_PFN 17
+#define HVM_PARAM_CONSOLE_EVTCHN 18
+
+#define XENMEM_add_to_physmap 7
+#define XENMAPSPACE_shared_info 0
+#define XENMAPSPACE_grant_table 1
+
+#define GNTTABOP_query_size 6
+#define GNTTABOP_set_version 8
+#define GNTTABOP_get_version 10
+#define GNTST_okay 0
+#define GNTST_bad_domain (-2)
+
+#define EVTCHNOP_alloc_unbound 6
+
+struct xen_feature_info { /* version.h, XENVER_get_features */
+    uint32_t submap_idx, submap;
+};
+
+struct xen_hvm_param { /* hvm_op.h; the same 16 bytes in both ABIs */
+    uint16_t domid, pad;
+    uint32_t index;
+    uint64_t value;
+};
+
+struct xen_add_to_physmap { /* memory.h: idx is xen_ulong_t, gpfn xen_pfn_t */
+    uint16_t domid, size;
+    unsigned int space;
+    unsigned long idx;
+    unsigned long gpfn;
+};
+
+struct xen_gnttab_query_size {
+    uint16_t dom;
+    uint32_t nr_frames, max_nr_frames;
+    int16_t status;
+};
+struct xen_gnttab_set_version {
+    uint32_t version;
+};
+struct xen_gnttab_get_version {
+    uint16_t dom, pad;
+    uint32_t version;
+};
+
+struct xen_evtchn_alloc_unbound {
+    uint16_t dom, remote_dom;
+    uint32_t port;
+};
+
+struct xen_vcpu_time_info {
+    uint32_t version, pad0;
+    uint64_t tsc_timestamp, system_time;
+    uint32_t tsc_to_system_mul;
+    int8_t tsc_shift;
+    uint8_t flags, pad1[2];
+};
+
+struct xen_vcpu_info { /* 64 bytes in both ABIs: arch_vcpu_info pads it */
+    uint8_t evtchn_upcall_pending, evtchn_upcall_mask;
+    unsigned long evtchn_pending_sel;
+    unsigned long cr2;
+    unsigned long arch_pad[sizeof(unsigned long) == 4 ? 5 : 1];
+    struct xen_vcpu_time_info time;
+};
+
+struct xen_shared_info {
+    struct xen_vcpu_info vcpu_info[32]; /* XEN_LEGACY_MAX_VCPUS */
+    unsigned long evtchn_pending[sizeof(unsigned long) * 8];
+    unsigned long evtchn_mask[sizeof(unsigned long) * 8];
+    uint32_t wc_version, wc_sec, wc_nsec;
+#ifdef __x86_64__
+    uint32_t wc_sec_hi;
+#endif
+    struct { /* arch_shared_info */
+        unsigned long max_pfn, pfn_to_mfn_frame_list_list, nmi_reason, p2m_cr3, p2m_vaddr, p2m_generation;
+#ifndef __x86_64__
+        uint32_t wc_sec_hi; /* x86_32 keeps it here */
+#endif
+    } arch;
+};
+
+_Static_assert(sizeof(struct xen_hvm_param) == 16, "xen_hvm_param is 16 bytes");
+_Static_assert(sizeof(struct xen_gnttab_query_size) == 16, "gnttab_query_size is 16 bytes");
+_Static_assert(sizeof(struct xen_vcpu_time_info) == 32, "vcpu_time_info is 32 bytes");
+_Static_assert(sizeof(struct xen_vcpu_info) == 64, "vcpu_info is 64 bytes");
+_Static_assert(offsetof(struct xen_vcpu_info, time) == 32, "vcpu_info.time at 32");
+_Static_assert(offsetof(struct xen_shared_info, evtchn_pending) == 2048, "evtchn_pending at 2048");
+#ifdef __x86_64__
+_Static_assert(sizeof(struct xen_add_to_physmap) == 24 && offsetof(struct xen_add_to_physmap, idx) == 8 &&
+                   offsetof(struct xen_add_to_physmap, gpfn) == 16,
+               "x86_64 xen_add_to_physmap: 24 bytes, idx at 8, gpfn at 16");
+_Static_assert(offsetof(struct xen_vcpu_info, evtchn_pending_sel) == 8, "x86_64 evtchn_pending_sel at 8");
+_Static_assert(offsetof(struct xen_shared_info, evtchn_mask) == 2560 &&
+                   offsetof(struct xen_shared_info, wc_version) == 3072 &&
+                   offsetof(struct xen_shared_info, wc_sec) == 3076 &&
+                   offsetof(struct xen_shared_info, wc_nsec) == 3080 &&
+                   offsetof(struct xen_shared_info, wc_sec_hi) == 3084 &&
+                   offsetof(struct xen_shared_info, arch) == 3088 && sizeof(struct xen_shared_info) == 3136,
+               "x86_64 shared_info layout");
+#else
+_Static_assert(sizeof(struct xen_add_to_physmap) == 16 && offsetof(struct xen_add_to_physmap, idx) == 8 &&
+                   offsetof(struct xen_add_to_physmap, gpfn) == 12,
+               "x86_32 xen_add_to_physmap: 16 bytes, idx at 8, gpfn at 12");
+_Static_assert(offsetof(struct xen_vcpu_info, evtchn_pending_sel) == 4, "x86_32 evtchn_pending_sel at 4");
+_Static_assert(offsetof(struct xen_shared_info, evtchn_mask) == 2176 &&
+                   offsetof(struct xen_shared_info, wc_version) == 2304 &&
+                   offsetof(struct xen_shared_info, wc_sec) == 2308 &&
+                   offsetof(struct xen_shared_info, wc_nsec) == 2312 &&
+                   offsetof(struct xen_shared_info, arch) == 2316 &&
+                   offsetof(struct xen_shared_info, arch.wc_sec_hi) == 2340 && sizeof(struct xen_shared_info) == 2344,
+               "x86_32 shared_info layout");
+#endif
+
+#ifdef __x86_64__
 /* ---- structures (x86-64 layouts, boot-and-abi.md 5.3-5.5) ---- */
 struct xen_cpu_user_regs {
     uint64_t r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx, rdx, rsi, rdi;
@@ -142,10 +278,6 @@ struct xen_callback_register {
 
 struct xen_callback_unregister {
     uint16_t type, pad;
-};
-
-struct xen_feature_info {
-    uint32_t submap_idx, submap;
 };
 
 _Static_assert(sizeof(struct xen_cpu_user_regs) == 200, "cpu_user_regs is 200 bytes");
@@ -214,6 +346,7 @@ void xen_abi_call64(const void *stub, const uint64_t in[16], uint64_t out[16]);
 #define REG_RSI 6
 #define REG_RDI 7
 extern const char *const xen_reg_names[16];
+#endif /* __x86_64__ */
 
 /* The 64-bit stub for `nr` as Swiftlet writes it; 32-bit when `bits32` (xencall.c). */
 void xen_expected_stub(unsigned nr, int bits32, uint8_t out[XEN_HCALL_STUB_SIZE]);

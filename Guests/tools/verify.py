@@ -2,8 +2,8 @@
 """Static checks of the built guest images (no VM needed).
 
 usage: verify.py OUTDIR      (checks OUTDIR/probe.elf, probe.bin, probe.bzImage, smp.elf, demo.elf,
-                              xenvcpu.elf, xenpvh.elf and, if present, Sources/DemoGuest/DemoGuestImage.swift
-                              against demo.elf)
+                              xenvcpu.elf, xenpvh.elf, mboot.elf, mboot-aout.bin, mboot64.elf and, if present,
+                              Sources/DemoGuest/DemoGuestImage.swift against demo.elf)
 """
 import os
 import re
@@ -211,6 +211,105 @@ def check_xenpvh(out):
         expect(syms.get(name, 1) % 4096 == 0, f"xenpvh {name} is page-aligned")
 
 
+def parse_elf_any(path):
+    """ELF32 or ELF64, little-endian: type, machine, entry, PT_LOADs (p_offset, p_paddr, p_filesz, p_memsz), symbols."""
+    d = open(path, "rb").read()
+    assert d[:4] == b"\x7fELF" and d[5] == 1, f"{path}: not little-endian ELF"
+    if d[4] == 1:
+        e_type, e_machine, _v, e_entry, e_phoff, e_shoff, _f, _eh, e_phentsize, e_phnum, e_shentsize, e_shnum, _x = \
+            struct.unpack_from("<HHIIIIIHHHHHH", d, 16)
+        ph = [struct.unpack_from("<IIIIIIII", d, e_phoff + i * e_phentsize) for i in range(e_phnum)]
+        loads = [(p[1], p[3], p[4], p[5]) for p in ph if p[0] == 1]
+        sh = [struct.unpack_from("<IIIIIIIIII", d, e_shoff + i * e_shentsize) for i in range(e_shnum)]
+        symfmt, symsize, valpos = "<IIIBBH", 16, 1
+    else:
+        e_type, e_machine, _v, e_entry, e_phoff, e_shoff, _f, _eh, e_phentsize, e_phnum, e_shentsize, e_shnum, _x = \
+            struct.unpack_from("<HHIQQQIHHHHHH", d, 16)
+        ph = [struct.unpack_from("<IIQQQQQQ", d, e_phoff + i * e_phentsize) for i in range(e_phnum)]
+        loads = [(p[2], p[4], p[5], p[6]) for p in ph if p[0] == 1]
+        sh = [struct.unpack_from("<IIQQQQIIQQ", d, e_shoff + i * e_shentsize) for i in range(e_shnum)]
+        symfmt, symsize, valpos = "<IBBHQQ", 24, 4
+    syms = {}
+    for h in sh:
+        if h[1] == 2:  # SHT_SYMTAB
+            strtab = sh[h[6]]
+            for off in range(h[4], h[4] + h[5], symsize):
+                ent = struct.unpack_from(symfmt, d, off)
+                name = d[strtab[4] + ent[0]:d.index(b"\0", strtab[4] + ent[0])].decode()
+                if name:
+                    syms[name] = ent[valpos]
+    return dict(data=d, cls=d[4], type=e_type, machine=e_machine, entry=e_entry, loads=sorted(loads, key=lambda p: p[1]),
+                syms=syms)
+
+
+def multiboot_header(data):
+    """(offset, magic, flags, checksum, address fields) of the first Multiboot 1 header in the first 8 KiB."""
+    for off in range(0, min(len(data), 8192) - 11, 4):
+        magic, flags, checksum = struct.unpack_from("<III", data, off)
+        if magic == 0x1BADB002 and (magic + flags + checksum) & 0xFFFFFFFF == 0:
+            return off, flags, struct.unpack_from("<IIIII", data, off + 12)
+    return None
+
+
+def loaded_image(elf):
+    """The bytes the PT_LOADs put in memory (file part, then zeros), from the lowest p_paddr."""
+    lo = elf["loads"][0][1]
+    hi = max(p[1] + p[3] for p in elf["loads"])
+    mem = bytearray(hi - lo)
+    for off, paddr, filesz, _memsz in elf["loads"]:
+        mem[paddr - lo:paddr - lo + filesz] = elf["data"][off:off + filesz]
+    return lo, bytes(mem)
+
+
+def check_mboot(out):
+    elf = parse_elf_any(os.path.join(out, "mboot.elf"))
+    syms = elf["syms"]
+    expect(elf["cls"] == 1 and elf["type"] == 2 and elf["machine"] == 3, "mboot.elf is an i386 ELF32 ET_EXEC")
+    expect(elf["entry"] == syms.get("mboot_start"), f"mboot.elf e_entry 0x{elf['entry']:x} == mboot_start")
+    expect(elf["loads"][0][1] == 0x100000, f"mboot.elf first PT_LOAD p_paddr 0x{elf['loads'][0][1]:x} == 0x100000")
+    end = max(p[1] + p[3] for p in elf["loads"])
+    expect(end == syms.get("_end"), f"mboot.elf PT_LOADs end at _end 0x{end:x}")
+    hdr = multiboot_header(elf["data"])
+    expect(hdr is not None, "mboot.elf has a Multiboot header (magic, checksum) 4-byte aligned in its first 8 KiB")
+    if hdr:
+        off, flags, fields = hdr
+        expect(flags == 0x00000003, f"mboot.elf header flags 0x{flags:x} == 0x3 (page-aligned modules, memory info)")
+        seg = [p for p in elf["loads"] if p[0] <= off < p[0] + p[2]]
+        expect(len(seg) == 1 and seg[0][1] + off - seg[0][0] == syms.get("mb_header") == 0x100000,
+               "mboot.elf header is loaded at mb_header = 0x100000")
+        expect(fields == (0, 0, 0, 0, 0), "mboot.elf header address fields are 0 (flag 16 clear: ELF program headers)")
+    size = syms["tramp_end"] - syms["tramp_start"]
+    expect(0 < size <= 256, f"mboot AP trampoline is {size} bytes (copied below 1 MiB, at most 256)")
+
+    aout = parse_elf_any(os.path.join(out, "mboot", "mboot-aout.elf"))
+    a = aout["syms"]
+    binary = open(os.path.join(out, "mboot-aout.bin"), "rb").read()
+    hdr = multiboot_header(binary)
+    expect(hdr is not None and hdr[0] == 0, "mboot-aout.bin has its Multiboot header at offset 0")
+    if hdr:
+        _off, flags, (header_addr, load_addr, load_end, bss_end, entry) = hdr
+        expect(flags == 0x00010003, f"mboot-aout.bin header flags 0x{flags:x} == 0x10003 (flag 16: a.out kludge)")
+        expect(header_addr == a["mb_header"] == 0x100000, f"mboot-aout.bin header_addr 0x{header_addr:x} == 0x100000")
+        expect(load_addr == 0x100000, f"mboot-aout.bin load_addr 0x{load_addr:x} == 0x100000 (file offset 0)")
+        expect(load_end - load_addr == len(binary), f"mboot-aout.bin load_end_addr 0x{load_end:x} == load_addr + file size")
+        expect(bss_end == a["_end"] and bss_end > load_end, f"mboot-aout.bin bss_end_addr 0x{bss_end:x} == _end")
+        expect(entry == a["mboot_start"] == elf["entry"], f"mboot-aout.bin entry_addr 0x{entry:x} == mboot_start")
+        lo, mem = loaded_image(aout)
+        expect(lo == load_addr and mem[:len(binary)] == binary and not any(mem[len(binary):]),
+               "mboot-aout.bin is mboot-aout.elf's loaded image (bss excluded)")
+        lo, mem32 = loaded_image(elf)
+        expect(mem32[32:len(binary)] == binary[32:] and len(mem32) == bss_end - load_addr,
+               "mboot-aout.bin is mboot.elf's image but for the 32-byte header")
+
+    e64 = parse_elf_any(os.path.join(out, "mboot64.elf"))
+    expect(e64["cls"] == 2 and e64["type"] == 2 and e64["machine"] == 62, "mboot64.elf is an x86-64 ELF64 ET_EXEC")
+    expect(e64["entry"] == elf["entry"], "mboot64.elf e_entry == mboot.elf e_entry")
+    expect([p[1:] for p in e64["loads"]] == [p[1:] for p in elf["loads"]], "mboot64.elf has mboot.elf's PT_LOADs")
+    expect(loaded_image(e64) == loaded_image(elf), "mboot64.elf loads the same bytes as mboot.elf")
+    hdr = multiboot_header(e64["data"])
+    expect(hdr is not None and hdr[1] == 0x00000003, "mboot64.elf has the Multiboot header (flags 0x3) in its first 8 KiB")
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -219,6 +318,7 @@ def main():
     check_demo(sys.argv[1])
     check_xenvcpu(sys.argv[1])
     check_xenpvh(sys.argv[1])
+    check_mboot(sys.argv[1])
     if errors:
         sys.exit(f"{len(errors)} check(s) failed")
     print("all checks passed")

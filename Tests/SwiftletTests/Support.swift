@@ -31,6 +31,11 @@ enum Harness {
         var smp: URL { directory.appendingPathComponent("smp.elf") }
         var xenvcpu: URL { directory.appendingPathComponent("xenvcpu.elf") }
         var xenpvh: URL { directory.appendingPathComponent("xenpvh.elf") }
+        var mboot: URL { directory.appendingPathComponent("mboot.elf") }
+        var mbootAout: URL { directory.appendingPathComponent("mboot-aout.bin") }
+        var mboot64: URL { directory.appendingPathComponent("mboot64.elf") }
+        var xenhvm32: URL { directory.appendingPathComponent("xenhvm32.elf") }
+        var xenhvm64: URL { directory.appendingPathComponent("xenhvm64.elf") }
     }
 
     struct Failure: Error, CustomStringConvertible { let description: String }

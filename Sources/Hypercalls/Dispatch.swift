@@ -148,8 +148,12 @@ public protocol HypercallEnvironment {
     /// `HVMOP_get_param` / `set_param` storage (0 for never set).
     func hvmParam(_ index: UInt32) -> UInt64
     func setHVMParam(_ index: UInt32, _ value: UInt64)
-    /// Puts the shared_info page at guest frame `frame`, in the caller's ABI layout; false if the
-    /// frame is not guest RAM.
+    /// The shared_info layout latched as Xen does (`hvm_latch_shinfo_size`): by the mode of the
+    /// vCPU that installed the hypercall page or set HVM_PARAM_CALLBACK_IRQ last; nil if neither.
+    var sharedInfoABI: SharedInfo.ABI? { get }
+    func latchSharedInfoABI(_ abi: SharedInfo.ABI)
+    /// Puts the shared_info page at guest frame `frame` in layout `abi`; false if the frame is
+    /// not guest RAM.
     func mapSharedInfo(frame: UInt64, abi: SharedInfo.ABI) -> Bool
     /// Puts grant-table frame `index` (zeroed) at guest frame `frame`; false if not guest RAM.
     func mapGrantFrame(_ index: UInt64, frame: UInt64) -> Bool
@@ -175,7 +179,7 @@ public enum HypercallDispatcher {
         case .vcpuOp: return vcpuOp(Int32(truncatingIfNeeded: a[0]), UInt32(truncatingIfNeeded: a[1]), a[2], env)
         case .schedOp: return schedOp(Int32(truncatingIfNeeded: a[0]), a[1], env)
         case .callbackOp: return callbackOp(Int32(truncatingIfNeeded: a[0]), a[1], env)
-        case .hvmOp: return hvmOp(a[0], a[1], env)
+        case .hvmOp: return hvmOp(a[0], a[1], is64Bit: request.is64Bit, env)
         case .memoryOp: return memoryOp(a[0], a[1], is64Bit: request.is64Bit, env)
         case .grantTableOp: return grantTableOp(UInt32(truncatingIfNeeded: a[0]), a[1], UInt32(truncatingIfNeeded: a[2]), env)
         case .eventChannelOp: return .error(.nosys)      // no event channels
@@ -330,7 +334,7 @@ public enum HypercallDispatcher {
     /// Xen's order of checks: copy in (-EFAULT), index (-EINVAL), domain (-ESRCH). Every
     /// parameter reads as what was set, 0 ("none": no xenstore, no PV console) otherwise; only
     /// HVM_PARAM_CALLBACK_IRQ may be set (-EPERM for the rest). Not for PV guests (-ENOSYS).
-    static func hvmOp(_ command: UInt64, _ argument: UInt64, _ env: some HypercallEnvironment) -> HypercallResult {
+    static func hvmOp(_ command: UInt64, _ argument: UInt64, is64Bit: Bool, _ env: some HypercallEnvironment) -> HypercallResult {
         guard env.isHVM, command == 0 || command == 1 else { return .error(.nosys) }
         guard let bytes = env.read(argument, count: 16) else { return .error(.fault) }
         let index = u32(bytes, 4)
@@ -339,6 +343,7 @@ public enum HypercallDispatcher {
         if command == 0 {
             guard index == XenABI.hvmParamCallbackIRQ else { return .error(.perm) }
             env.setHVMParam(index, u64(bytes, 8))
+            env.latchSharedInfoABI(is64Bit ? .x86_64 : .x86_32)
             return .ok()
         }
         guard let address = advance(argument, by: 8) else { return .error(.fault) }
@@ -349,7 +354,8 @@ public enum HypercallDispatcher {
     /// uint16_t size @2; unsigned int space @4; xen_ulong_t idx; xen_pfn_t gpfn} (64-bit: idx @8,
     /// gpfn @16, 24 bytes; 32-bit: idx @8, gpfn @12, 16 bytes). Spaces: shared_info (0, idx 0)
     /// and grant_table (1, idx below the frame count, no status frames); others -ENOSYS. The
-    /// frame must be guest RAM (-EINVAL otherwise). Other memory_op commands: -ENOSYS.
+    /// frame must be guest RAM (-EINVAL otherwise). Other memory_op commands: -ENOSYS. The
+    /// shared_info layout is the latched one, else the caller's.
     static func memoryOp(_ command: UInt64, _ argument: UInt64, is64Bit: Bool, _ env: some HypercallEnvironment) -> HypercallResult {
         guard command & 0x3F == 7 else { return .error(.nosys) }          // MEMOP_CMD_MASK
         let size = is64Bit ? 24 : 16
@@ -361,7 +367,8 @@ public enum HypercallDispatcher {
         switch space {
         case 0:
             guard index == 0 else { return .error(.inval) }
-            return env.mapSharedInfo(frame: frame, abi: is64Bit ? .x86_64 : .x86_32) ? .ok() : .error(.inval)
+            let abi = env.sharedInfoABI ?? (is64Bit ? .x86_64 : .x86_32)
+            return env.mapSharedInfo(frame: frame, abi: abi) ? .ok() : .error(.inval)
         case 1:
             guard index < UInt64(XenABI.grantFrames) else { return .error(.inval) }   // also refuses the status bit
             return env.mapGrantFrame(index, frame: frame) ? .ok() : .error(.inval)
@@ -372,8 +379,8 @@ public enum HypercallDispatcher {
         }
     }
 
-    /// `grant_table_op(cmd, uop, count)`: GNTTABOP_query_size (6), set_version (8), get_version
-    /// (10), each with count 1 (-EINVAL otherwise); version 1 only, one frame. Others -ENOSYS.
+    /// `grant_table_op(cmd, uop, count)`: GNTTABOP_query_size (6, count must be 1), set_version
+    /// (8) and get_version (10) (count ignored, as Xen does); version 1 only, one frame. Others -ENOSYS.
     static func grantTableOp(_ command: UInt32, _ argument: UInt64, _ count: UInt32, _ env: some HypercallEnvironment) -> HypercallResult {
         switch command {
         case 6:                                   // {domid_t dom; u32 nr_frames @4; u32 max @8; i16 status @12}
@@ -386,13 +393,11 @@ public enum HypercallDispatcher {
             }
             return env.write(bytes, at: argument) ? .ok() : .error(.fault)
         case 8:                                   // {u32 version}: in, and out as the current one
-            guard count == 1 else { return .error(.inval) }
             guard let bytes = env.read(argument, count: 4) else { return .error(.fault) }
             let requested = u32(bytes, 0)
             let result: HypercallResult = requested == 1 ? .ok() : requested == 2 ? .error(.nosys) : .error(.inval)
             return env.write(le(UInt32(1)), at: argument) ? result : .error(.fault)
         case 10:                                  // {domid_t dom; u32 version @4}
-            guard count == 1 else { return .error(.inval) }
             guard let bytes = env.read(argument, count: 8) else { return .error(.fault) }
             guard u16(bytes, 0) == XenABI.domidSelf else { return .error(.srch) }
             guard let address = advance(argument, by: 4) else { return .error(.fault) }

@@ -32,6 +32,9 @@ public struct XenDomainState: Sendable {
     public var sharedInfo: (address: UInt64, abi: SharedInfo.ABI)?
     /// Grant-table frame index to guest-physical address.
     public var grantFrames: [UInt64: UInt64] = [:]
+    /// The shared_info layout, latched by the mode of the vCPU that last installed the hypercall
+    /// page or set HVM_PARAM_CALLBACK_IRQ (Xen's `hvm_latch_shinfo_size`).
+    public var latchedABI: SharedInfo.ABI?
 
     static let tscMSR: UInt32 = 0x10
 
@@ -135,6 +138,7 @@ extension Machine {
         }
         let longMode = sregs.efer & ControlBits.lma != 0 && sregs.cs.long
         try? memory.write(HypercallPage.bytes(longMode: longMode), at: GuestAddress(address))
+        xenDomain.withLock { $0.latchedABI = longMode ? .x86_64 : .x86_32 }
         slot.vcpu.completeMSR()
         logger.debug("hypercall page installed", metadata: ["gpa": "0x\(String(address, radix: 16))", "64-bit": "\(longMode)"])
     }
@@ -216,6 +220,8 @@ struct XenEnvironment: HypercallEnvironment {
     }
 
     var isHVM: Bool { machine.bootProtocol != .xen64 }
+    var sharedInfoABI: SharedInfo.ABI? { machine.xenDomain.withLock { $0.latchedABI } }
+    func latchSharedInfoABI(_ abi: SharedInfo.ABI) { machine.xenDomain.withLock { $0.latchedABI = abi } }
     func hvmParam(_ index: UInt32) -> UInt64 { machine.xenDomain.withLock { $0.hvmParams[index] ?? 0 } }
     func setHVMParam(_ index: UInt32, _ value: UInt64) { machine.xenDomain.withLock { $0.hvmParams[index] = value } }
 

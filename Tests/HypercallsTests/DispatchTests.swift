@@ -41,6 +41,8 @@ final class FakeEnvironment: HypercallEnvironment, @unchecked Sendable {
     var isHVM = false
     var params: [UInt32: UInt64] = [:]
     var sharedInfo: (frame: UInt64, abi: SharedInfo.ABI)?
+    var sharedInfoABI: SharedInfo.ABI?
+    func latchSharedInfoABI(_ abi: SharedInfo.ABI) { sharedInfoABI = abi }
     var grantFrames: [UInt64: UInt64] = [:]
     func hvmParam(_ index: UInt32) -> UInt64 { params[index] ?? 0 }
     func setHVMParam(_ index: UInt32, _ value: UInt64) { params[index] = value }

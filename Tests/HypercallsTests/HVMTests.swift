@@ -70,6 +70,15 @@ struct HVMTests {
         request.is64Bit = false
         #expect(HypercallDispatcher.handle(request, in: env) == .ok())
         #expect(env.sharedInfo?.frame == 0x456 && env.sharedInfo?.abi == .x86_32)
+        // Once latched (hypercall page, or CALLBACK_IRQ set from 32-bit mode), the layout stays.
+        env.put(param(selfID, 0, 1), at: arg)
+        var set = HypercallRequest(number: 34, 0, arg)
+        set.is64Bit = false
+        #expect(HypercallDispatcher.handle(set, in: env) == .ok())
+        #expect(env.sharedInfoABI == .x86_32)
+        env.put(le(selfID, 2) + [0, 0] + le(0, 4) + le(0) + le(0x789), at: arg)
+        #expect(call(env, 12, 7, arg) == .ok())
+        #expect(env.sharedInfo?.frame == 0x789 && env.sharedInfo?.abi == .x86_32)
     }
 
     @Test func addToPhysmapErrors() {
@@ -102,7 +111,7 @@ struct HVMTests {
         #expect(call(env, 20, 6, arg, 2) == .error(.inval))
         for (version, result) in [(UInt64(1), HypercallResult.ok()), (2, .error(.nosys)), (3, .error(.inval)), (0, .error(.inval))] {
             env.put(le(version, 4), at: arg)
-            #expect(call(env, 20, 8, arg, 1) == result, "set_version \(version)")
+            #expect(call(env, 20, 8, arg, 7) == result, "set_version \(version)")   // count is not looked at
             #expect(env.read(arg, count: 4) == le(1, 4))                          // the current version comes back
         }
         env.put(le(selfID, 2) + [0, 0] + le(0, 4), at: arg)

@@ -52,6 +52,20 @@ void cswiftlet_unblock_sigsys(void) {
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 }
 
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#define SWIFTLET_SANITIZED 1
+#endif
+#endif
+
+int cswiftlet_sanitized_build(void) {
+#ifdef SWIFTLET_SANITIZED
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 int cswiftlet_seccomp_install(void) {
     struct sigaction action;
     memset(&action, 0, sizeof action);

@@ -355,7 +355,9 @@ public final class Machine: Sendable {
         }
         do { try input?.start(into: serial) } catch { stop(.vmmError(vcpu: nil, message: error.description)) }
         let watchdog = try? NativeThread(name: "watchdog") { [self] in watchForDeadlock() }
-        if configuration.seccomp {
+        if configuration.seccomp && SyscallFilter.sanitizedBuild {
+            logger.notice("seccomp filter not installed: this is a sanitizer build")
+        } else if configuration.seccomp {
             do {
                 try SyscallFilter.install()
                 logger.debug("seccomp filter installed", metadata: ["allowed": "\(SyscallFilter.allowed.count) calls"])

@@ -14,6 +14,10 @@ public enum SyscallFilter {
         }
     }
 
+    /// A sanitizer build: the sanitizer runtimes make calls (their own threads, shadow memory,
+    /// reports) that the filter forbids, so `Machine` leaves it off there and says so.
+    public static var sanitizedBuild: Bool { cswiftlet_sanitized_build() != 0 }
+
     /// Installs the filter on every thread of this process. Irreversible.
     public static func install() throws(InstallError) {
         let result = cswiftlet_seccomp_install()

@@ -11,6 +11,11 @@ enum Harness {
         && FileManager.default.isWritableFile(atPath: "/dev/kvm")
     static let kvmComment: Comment = "needs a usable /dev/kvm (absent or not accessible on this machine)"
 
+    /// This test process (and so the `swiftlet` beside it) was built with ThreadSanitizer or
+    /// AddressSanitizer.
+    static let sanitized: Bool = dlsym(nil, "__tsan_init") != nil
+        || dlsym(nil, "__asan_init") != nil
+
     /// The `swiftlet` executable built beside this test bundle.
     static let binary: URL = {
         let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()

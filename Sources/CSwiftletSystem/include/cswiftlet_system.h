@@ -17,6 +17,8 @@ int cswiftlet_seccomp_install(void);
 /// Unblocks SIGSYS on the calling thread: a blocked SIGSYS from the filter kills the process
 /// without the handler's message, and threads inherit masks that block everything.
 void cswiftlet_unblock_sigsys(void);
+/// 1 in a ThreadSanitizer or AddressSanitizer build: their runtimes make calls the filter forbids.
+int cswiftlet_sanitized_build(void);
 /// The allowed system-call numbers, for reports and tests.
 int cswiftlet_seccomp_allowed_count(void);
 int cswiftlet_seccomp_allowed_at(int index);

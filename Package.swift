@@ -47,12 +47,22 @@ let package = Package(
         ], swiftSettings: strict),
         // `swift run -c release swiftlet-bench`: Swiftlet against the KVM floor and QEMU microvm.
         .executableTarget(name: "SwiftletBench", swiftSettings: strict),
+        // libFuzzer targets (Fuzz/README.md): `Fuzz/run.sh` builds them with -sanitize=fuzzer; a
+        // normal build makes replay drivers. FuzzEngine only declares libFuzzer's driver entry.
+        .target(name: "FuzzEngine"),
+        .target(name: "FuzzTargets", dependencies: ["FuzzEngine", "Loader", "GuestMemory", "Hypercalls"],
+                swiftSettings: strict),
+        .executableTarget(name: "FuzzELF", dependencies: ["FuzzTargets"], swiftSettings: strict),
+        .executableTarget(name: "FuzzXenNotes", dependencies: ["FuzzTargets"], swiftSettings: strict),
+        .executableTarget(name: "FuzzBzImage", dependencies: ["FuzzTargets"], swiftSettings: strict),
+        .executableTarget(name: "FuzzHypercalls", dependencies: ["FuzzTargets"], swiftSettings: strict),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "GuestMemory"]),
         .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "Loader", "KVM"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls"]),
         .testTarget(name: "SwiftletTests", dependencies: ["Loader", "DemoGuest", "VMM", "KVM"]),
+        .testTarget(name: "FuzzTests", dependencies: ["FuzzTargets", "Loader", "Hypercalls"]),
     ],
     swiftLanguageModes: [.v6]
 )

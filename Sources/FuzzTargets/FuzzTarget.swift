@@ -45,13 +45,17 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         }
     }
 
-    /// Runs one input through the target, in this process's shared harness.
-    public func run(_ input: [UInt8]) {
+    /// Runs one input through the target, loading into this process's shared guest memory.
+    public func run(_ input: [UInt8]) { run(input, in: LoaderHarness.shared) }
+
+    /// Runs one input through the target, loading into `harness`'s guest memory (tests that run
+    /// in parallel each bring their own).
+    public func run(_ input: [UInt8], in harness: LoaderHarness) {
         switch self {
-        case .elf: LoaderHarness.shared.elf(input)
-        case .xenNotes: LoaderHarness.shared.xenNotes(input)
-        case .bzImage: LoaderHarness.shared.bzImage(input)
-        case .hypercalls: HypercallHarness.run(input)
+        case .elf: harness.elf(input)
+        case .xenNotes: harness.xenNotes(input)
+        case .bzImage: harness.bzImage(input)
+        case .hypercalls: _ = HypercallHarness.run(input)
         }
     }
 }
@@ -64,11 +68,18 @@ func invariant(_ condition: Bool, _ message: @autoclosure () -> String) {
 
 /// `main` of every fuzz executable.
 ///
-/// Built with `-sanitize=fuzzer -DSWIFTLET_FUZZING` it hands the command line to libFuzzer's
-/// driver (`LLVMFuzzerRunDriver`), so every libFuzzer flag works. The executable keeps its own
-/// `main` rather than libFuzzer's: SwiftPM links executables with `--defsym main=<Module>_main`,
-/// which needs a Swift entry point, and with `main` defined the linker never pulls libFuzzer's
-/// `main` out of its archive. Built normally it replays files and folders of inputs.
+/// Built with `-sanitize=fuzzer -DSWIFTLET_FUZZING`, it hands the command line to libFuzzer's
+/// driver (`LLVMFuzzerRunDriver`), so every libFuzzer flag works; built normally, it replays
+/// files and folders of inputs.
+///
+/// Why the executable keeps a Swift `main` rather than libFuzzer's: SwiftPM compiles an
+/// executable's entry point as `<Module>_main` and links with `--defsym main=<Module>_main`
+/// (so that tests can link the module), which fails when the module has no entry point, and
+/// which overrides any other `main` anyway. lld applies the `--defsym` before it scans archives,
+/// so it never takes libFuzzer's `main` (FuzzerMain.o) out of libclang_rt.fuzzer; gold and bfd
+/// do take it, and then need the `LLVMFuzzerTestOneInput` it calls (each executable exports
+/// one: without it, bfd reports the undefined symbol and gold stops with "internal error in
+/// format_file_lineno"), but the `--defsym` still decides which `main` runs: this one.
 public enum FuzzDriver {
     public static func main(_ target: FuzzTarget) -> Never {
         #if SWIFTLET_FUZZING
@@ -85,11 +96,17 @@ public enum FuzzDriver {
     /// A C function pointer cannot capture the target: one closure per target.
     private static func callback(for target: FuzzTarget) -> @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32 {
         switch target {
-        case .elf: { data, size in FuzzTarget.elf.run(bytes(data, size)); return 0 }
-        case .xenNotes: { data, size in FuzzTarget.xenNotes.run(bytes(data, size)); return 0 }
-        case .bzImage: { data, size in FuzzTarget.bzImage.run(bytes(data, size)); return 0 }
-        case .hypercalls: { data, size in FuzzTarget.hypercalls.run(bytes(data, size)); return 0 }
+        case .elf: { data, size in FuzzTarget.elf.run(FuzzDriver.bytes(data, size)); return 0 }
+        case .xenNotes: { data, size in FuzzTarget.xenNotes.run(FuzzDriver.bytes(data, size)); return 0 }
+        case .bzImage: { data, size in FuzzTarget.bzImage.run(FuzzDriver.bytes(data, size)); return 0 }
+        case .hypercalls: { data, size in FuzzTarget.hypercalls.run(FuzzDriver.bytes(data, size)); return 0 }
         }
+    }
+
+    /// One input, as `LLVMFuzzerTestOneInput` receives it.
+    public static func testOneInput(_ target: FuzzTarget, _ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
+        target.run(bytes(data, size))
+        return 0
     }
 
     private static func bytes(_ data: UnsafePointer<UInt8>?, _ size: Int) -> [UInt8] {
@@ -134,11 +151,16 @@ public enum FuzzDriver {
     public static func inputFiles(at path: String) throws -> [String] {
         var isFolder: Bool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
-            throw CocoaError(.fileNoSuchFile, userInfo: [NSFilePathErrorKey: path])
+            throw NoSuchInput(path: path)
         }
         guard isFolder else { return [path] }
         return try FileManager.default.contentsOfDirectory(atPath: path).sorted()
             .map { path + "/" + $0 }
             .filter { var folder: Bool = false; return FileManager.default.fileExists(atPath: $0, isDirectory: &folder) && !folder }
     }
+}
+
+struct NoSuchInput: Error, CustomStringConvertible {
+    let path: String
+    var description: String { "no such file or folder" }
 }

@@ -96,6 +96,15 @@ public final class LoaderHarness: Sendable {
     /// Reads every accessor, asks for every protocol, and loads with each one that is accepted.
     func exercise(_ image: KernelImage) {
         if case let .elf(elf) = image { touch(elf.notes) }
+        do {
+            if let header = try image.multibootHeader() {
+                invariant(header.fileOffset % 4 == 0 && header.fileOffset + 12 <= UInt64(MultibootHeader.searchLimit),
+                          "Multiboot header at \(header.fileOffset)")
+                _ = header.flagNames
+            }
+        } catch {
+            describe(error)
+        }
         var loaded: Set<BootProtocol> = []
         for requested in [nil] + BootProtocol.allCases {
             let chosen: BootProtocol
@@ -120,10 +129,17 @@ public final class LoaderHarness: Sendable {
             describe(error)
             return
         }
-        invariant(kernel.physicalStart >= Self.floor && kernel.physicalStart < kernel.physicalEnd,
-                  "loaded range [\(kernel.physicalStart), \(kernel.physicalEnd)) below the floor or empty")
+        // Multiboot address fields may describe an empty image (load_end_addr = load_addr,
+        // bss_end_addr 0), which the loader accepts today: only ELF and bzImage must be non-empty.
+        invariant(kernel.physicalStart >= Self.floor && kernel.physicalStart <= kernel.physicalEnd,
+                  "loaded range [\(kernel.physicalStart), \(kernel.physicalEnd)) below the floor or reversed")
         switch image {
+        case .multiboot:
+            checkMultibootRange(kernel)
+        case let .elf(elf) where proto == .multiboot && (try? MultibootHeader.find(in: elf.bytes, path: elf.path))??.addresses != nil:
+            checkMultibootRange(kernel)
         case let .elf(elf):
+            invariant(kernel.physicalStart < kernel.physicalEnd, "ELF loaded as an empty range")
             let paddrOffset = proto == .xen64 ? elf.notes.paddrOffset ?? 0 : 0
             for segment in elf.loadSegments {
                 let start = segment.physicalAddress - paddrOffset  // load checked it cannot underflow
@@ -138,6 +154,12 @@ public final class LoaderHarness: Sendable {
             checkPlaced(file: bz.bytes, offset: UInt64(bz.protectedModeOffset), fileSize: bz.payloadSize,
                         at: bz.loadAddress, memorySize: bz.payloadSize)
         }
+    }
+
+    /// Placed by the Multiboot address fields: one range, file bytes then bss.
+    private func checkMultibootRange(_ kernel: LoadedKernel) {
+        invariant(memory.contains(GuestAddress(kernel.physicalStart), length: kernel.physicalEnd - kernel.physicalStart),
+                  "Multiboot image [\(kernel.physicalStart), \(kernel.physicalEnd)) loaded outside RAM")
     }
 
     /// `[at, at + memorySize)` is inside RAM and above the floor, starts with the file's bytes and

@@ -111,6 +111,9 @@ public struct MultibootHeader: Sendable, Equatable {
             guard UInt64(a.bssEnd) >= loadEnd else { throw bad("bss_end_addr", a.bssEnd, "at least the load end \(hex(loadEnd))") }
             bssEnd = UInt64(a.bssEnd)
         }
+        guard bssEnd > UInt64(a.load) else {
+            throw bad("load_end_addr", a.loadEnd, "above load_addr \(hex(a.load)), or a bss_end_addr: nothing would be loaded")
+        }
         return (fileStart, UInt64(a.load), loadSize, bssEnd, UInt64(a.entry))
     }
 

@@ -244,17 +244,20 @@ public enum HypercallDispatcher {
     static func consoleIO(_ command: Int32, _ count: UInt32, _ buffer: UInt64, _ env: some HypercallEnvironment) -> HypercallResult {
         switch command {
         case 0:
-            // Check every byte first, so that a fault writes nothing; then copy in page-sized pieces.
-            var offset: UInt64 = 0
-            var chunks: [[UInt8]] = []
-            while offset < UInt64(count) {
-                let length = Int(min(UInt64(count) - offset, 4096))
-                guard let address = advance(buffer, by: offset),
-                      let bytes = env.read(address, count: length) else { return .error(.fault) }
-                chunks.append(bytes)
-                offset += UInt64(length)
+            // Check every byte first, so that a fault writes nothing; then copy page-sized pieces
+            // again as they are written, so a large count never holds more than a page at a time.
+            func pieces(_ body: ([UInt8]) -> Void) -> Bool {
+                var offset: UInt64 = 0
+                while offset < UInt64(count) {
+                    let length = Int(min(UInt64(count) - offset, 4096))
+                    guard let address = advance(buffer, by: offset), let bytes = env.read(address, count: length) else { return false }
+                    body(bytes)
+                    offset += UInt64(length)
+                }
+                return true
             }
-            for chunk in chunks { env.consoleWrite(chunk) }
+            guard pieces({ _ in }) else { return .error(.fault) }
+            _ = pieces { env.consoleWrite($0) }
             return .ok()
         case 1: return .ok(0)
         default: return .error(.nosys)

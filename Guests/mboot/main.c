@@ -6,6 +6,7 @@
  * through isa-debug-exit (port 0xf4). 32-bit code, paging off. See Guests/README.md.
  */
 #include "lib.h"
+#include "cpu.h"
 #include "layout.h"
 
 #define MB_BOOT_MAGIC 0x2BADB002u
@@ -91,10 +92,6 @@ static uint8_t bss_dirty_value DATA;
 #define STR_MAX 4096
 
 /* ---- CPU helpers ---- */
-static inline void cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4])
-{
-    __asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(sub));
-}
 static inline uint64_t rdmsr(uint32_t msr)
 {
     uint32_t lo, hi;
@@ -105,13 +102,6 @@ static inline void wrmsr(uint32_t msr, uint64_t v)
 {
     __asm__ volatile("wrmsr" ::"c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)) : "memory");
 }
-static inline uint64_t rdtsc(void)
-{
-    uint32_t lo, hi;
-    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-    return ((uint64_t)hi << 32) | lo;
-}
-static inline void pause(void) { __asm__ volatile("pause" ::: "memory"); }
 static inline uint32_t lapic_read(uint32_t off) { return *(volatile uint32_t *)(LAPIC_BASE + off); }
 static inline void lapic_write(uint32_t off, uint32_t v) { *(volatile uint32_t *)(LAPIC_BASE + off) = v; }
 
@@ -157,76 +147,6 @@ void exception_handler(uint32_t vector, uint32_t error, uint32_t eip)
     exit_with(EXIT_FAILURE_CODE);
 }
 
-/* ---- time: the TSC, calibrated against PIT channel 2 (fallbacks: CPUID leaves, 4 GHz) ---- */
-static uint64_t tsc_per_ms;
-static const char *tsc_source;
-
-static int pit_calibrate(void)
-{
-    const uint32_t ticks = 11932; /* 10 ms at 1.193182 MHz */
-    uint8_t old = inb(0x61);
-    outb(0x61, (uint8_t)((old & ~0x02) | 0x01)); /* gate on, speaker off */
-    outb(0x43, 0xb0);                             /* channel 2, lo/hi byte, mode 0, binary */
-    outb(0x42, ticks & 0xff);
-    outb(0x42, ticks >> 8);
-    uint64_t t0 = rdtsc();
-    unsigned long loops = 0;
-    while (!(inb(0x61) & 0x20) && loops < 20000000ul)
-        loops++;
-    uint64_t t1 = rdtsc();
-    outb(0x61, old);
-    if (loops == 0 || loops >= 20000000ul)
-        return 0;
-    uint64_t per_ms = (t1 - t0) / 10;
-    if (per_ms < 50000 || per_ms > 20000000) /* 50 MHz .. 20 GHz */
-        return 0;
-    tsc_per_ms = per_ms;
-    return 1;
-}
-
-static void tsc_calibrate(void)
-{
-    tsc_source = "pit";
-    if (pit_calibrate())
-        return;
-    uint32_t r[4];
-    cpuid(0x40000000, 0, r);
-    if (r[0] >= 0x40000010) {
-        cpuid(0x40000010, 0, r); /* TSC kHz (VMware/KVM timing leaf) */
-        tsc_source = "cpuid-40000010";
-        if (r[0]) {
-            tsc_per_ms = r[0];
-            return;
-        }
-    }
-    cpuid(0, 0, r);
-    uint32_t max = r[0];
-    if (max >= 0x15) {
-        cpuid(0x15, 0, r);
-        tsc_source = "cpuid-15";
-        if (r[0] && r[1] && r[2]) {
-            tsc_per_ms = (uint64_t)r[2] * r[1] / r[0] / 1000;
-            return;
-        }
-    }
-    if (max >= 0x16) {
-        cpuid(0x16, 0, r);
-        tsc_source = "cpuid-16";
-        if (r[0]) {
-            tsc_per_ms = (uint64_t)r[0] * 1000;
-            return;
-        }
-    }
-    tsc_source = "assumed-4ghz";
-    tsc_per_ms = 4000000; /* delays come out long rather than short */
-}
-
-static void udelay(uint64_t us)
-{
-    uint64_t end = rdtsc() + us * tsc_per_ms / 1000;
-    while (rdtsc() < end)
-        pause();
-}
 
 /* ---- strings and numbers ---- */
 static int streq(const char *a, const char *b) { return strlen(a) == strlen(b) && memcmp(a, b, strlen(a)) == 0; }

@@ -4,6 +4,7 @@
  */
 #include "smp.h"
 #include "idt.h"
+#include "cpu.h"
 
 struct hvm_start_info {
     uint32_t magic, version, flags, nr_modules;
@@ -50,13 +51,8 @@ static volatile uint32_t online_count, ap_arrivals, last_ap_id;
 static volatile int use_x2apic;
 static struct discovery disc;
 static char cmdline[4096];
-static uint64_t tsc_per_ms;
 
 /* ---- CPU helpers ---- */
-static inline void cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4])
-{
-    __asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(sub));
-}
 static inline uint64_t rdmsr(uint32_t msr)
 {
     uint32_t lo, hi;
@@ -67,13 +63,6 @@ static inline void wrmsr(uint32_t msr, uint64_t v)
 {
     __asm__ volatile("wrmsr" ::"c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)) : "memory");
 }
-static inline uint64_t rdtsc(void)
-{
-    uint32_t lo, hi;
-    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-    return ((uint64_t)hi << 32) | lo;
-}
-static inline void pause(void) { __asm__ volatile("pause" ::: "memory"); }
 static inline uint32_t lapic_read(uint32_t off) { return *(volatile uint32_t *)(LAPIC_BASE + off); }
 static inline void lapic_write(uint32_t off, uint32_t v) { *(volatile uint32_t *)(LAPIC_BASE + off) = v; }
 
@@ -129,69 +118,6 @@ NORETURN void exception_handler(uint64_t vector, uint64_t error, uint64_t rip)
         print("fact exception_cr2 0x%lx\n", read_cr2());
     n_fail++;
     poweroff(2);
-}
-
-/* ---- time: the TSC, calibrated against PIT channel 2 ---- */
-static int pit_calibrate(void)
-{
-    const uint32_t ticks = 11932; /* 10 ms at 1.193182 MHz */
-    uint8_t old = inb(0x61);
-    outb(0x61, (uint8_t)((old & ~0x02) | 0x01)); /* gate on, speaker off */
-    outb(0x43, 0xb0);                             /* channel 2, lo/hi byte, mode 0, binary */
-    outb(0x42, ticks & 0xff);
-    outb(0x42, ticks >> 8);
-    uint64_t t0 = rdtsc();
-    unsigned long loops = 0;
-    while (!(inb(0x61) & 0x20) && loops < 20000000UL)
-        loops++;
-    uint64_t t1 = rdtsc();
-    outb(0x61, old);
-    if (loops == 0 || loops >= 20000000UL)
-        return 0;
-    uint64_t per_ms = (t1 - t0) / 10;
-    if (per_ms < 50000 || per_ms > 20000000) /* 50 MHz .. 20 GHz */
-        return 0;
-    tsc_per_ms = per_ms;
-    return 1;
-}
-
-static void tsc_calibrate(void)
-{
-    if (pit_calibrate())
-        return;
-    uint32_t r[4];
-    cpuid(0x40000000, 0, r);
-    if (r[0] >= 0x40000010) {
-        cpuid(0x40000010, 0, r); /* TSC kHz (VMware/KVM timing leaf) */
-        if (r[0]) {
-            tsc_per_ms = r[0];
-            return;
-        }
-    }
-    cpuid(0, 0, r);
-    uint32_t max = r[0];
-    if (max >= 0x15) {
-        cpuid(0x15, 0, r);
-        if (r[0] && r[1] && r[2]) {
-            tsc_per_ms = (uint64_t)r[2] * r[1] / r[0] / 1000;
-            return;
-        }
-    }
-    if (max >= 0x16) {
-        cpuid(0x16, 0, r);
-        if (r[0]) {
-            tsc_per_ms = (uint64_t)r[0] * 1000;
-            return;
-        }
-    }
-    tsc_per_ms = 4000000; /* assume 4 GHz: delays come out long rather than short */
-}
-
-static void udelay(uint64_t us)
-{
-    uint64_t end = rdtsc() + us * tsc_per_ms / 1000;
-    while (rdtsc() < end)
-        pause();
 }
 
 /* ---- IPIs ---- */

@@ -6,7 +6,7 @@
 
 Every seed has a name that says where it came from. The output is deterministic: running it
 again on the same kernels rewrites the same files. With --vmlinux (the path printed by
-shared/tools/debian-vmlinux.sh) the real kernel's note section and a compacted copy of its
+Linux/debian-kernel.sh, plus /vmlinux) the real kernel's note section and a compacted copy of its
 headers are added; the 65 MB kernel itself is never written.
 """
 import argparse
@@ -259,7 +259,7 @@ def hypercall_seeds():
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("guests", help="folder with the built test kernels (make -C Guests OUT=...)")
-    parser.add_argument("--vmlinux", help="Debian's vmlinux (shared/tools/debian-vmlinux.sh)")
+    parser.add_argument("--vmlinux", help="Debian's vmlinux (Linux/debian-kernel.sh prints its folder)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus"))
     args = parser.parse_args()
 

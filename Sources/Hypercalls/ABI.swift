@@ -1,6 +1,6 @@
 /// Swiftlet's Xen-style hypercall ABI on plain KVM: the numbers, error codes and structure
-/// layouts of Xen's public headers (../shared/reference/boot-and-abi.md, section 5), and the
-/// trap that replaces `vmcall`.
+/// layouts of Xen's public headers (`xen.h`, `vcpu.h`, `callback.h`, `hvm/params.h`, `memory.h`,
+/// `grant_table.h`), and the trap that replaces `vmcall`.
 
 /// Xen errno values, returned negated.
 public enum XenErrno: Int32, Error, Sendable, Equatable, CustomStringConvertible {

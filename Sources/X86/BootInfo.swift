@@ -1,5 +1,5 @@
 /// The boot-information structures each protocol hands the kernel, as byte images. Offsets are
-/// from ../shared/reference/boot-and-abi.md (Xen `start_info.h` / `xen.h`, Linux `bootparam.h`).
+/// from the specs: Xen `start_info.h` / `xen.h`, Linux `bootparam.h`.
 
 /// `struct hvm_start_info` (PVH, version 1, 56 bytes) plus its module list and memory map.
 public struct HVMStartInfo: Equatable, Sendable {

@@ -28,25 +28,6 @@ public final class DebugExitPort: BusDevice {
     }
 }
 
-/// The part of an i8042 keyboard controller that a microVM needs: the status port reads as an
-/// idle controller (no data, input buffer empty) and command 0xFE ("pulse reset line") on port
-/// 0x64 requests a reset. Ports 0x60 (data) and 0x64 (status/command) are claimed.
-public final class I8042: BusDevice {
-    public static let dataPort: UInt64 = 0x60
-    public static let commandPort: UInt64 = 0x64
-    static let resetCommand: UInt64 = 0xFE
-
-    public init() {}
-
-    /// Registered at 0x60 with length 5: offset 0 is the data port, offset 4 the command port.
-    public func read(offset: UInt64, size: Int) -> UInt64 { 0 }
-
-    public func write(offset: UInt64, size: Int, value: UInt64) -> GuestRequest? {
-        guard offset == Self.commandPort - Self.dataPort, value & 0xFF == Self.resetCommand else { return nil }
-        return .reset(source: "i8042 reset (0xFE to port 0x64)")
-    }
-}
-
 /// Swiftlet's checkpoint port (0x504, up to 4 bytes): a write of `label` makes the VMM record
 /// every vCPU's MP state under that label (visible in `--report`); the guest then goes on.
 public final class CheckpointPort: BusDevice {

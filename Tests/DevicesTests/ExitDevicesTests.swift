@@ -1,7 +1,7 @@
 import Testing
 @testable import Devices
 
-@Suite("Power-off, debug-exit and i8042 ports")
+@Suite("Power-off and debug-exit ports")
 struct ExitDevicesTests {
     @Test("PowerOffPort: a write of any width stops with status value & 0xff",
           arguments: [(value: UInt64(0), size: 1, status: UInt8(0)), (1, 1, 1), (0x7F, 1, 0x7F), (0xFF, 1, 0xFF),
@@ -46,46 +46,6 @@ struct ExitDevicesTests {
         #expect(bus.write(0xF4, size: 4, value: 0x0000_0010) == .debugExit(value: 0x10))
         #expect(bus.write(0xF4, size: 1, value: 0x1FF) == .debugExit(value: 0xFF), "the bus masks a byte write")
         #expect(bus.write(0xF8, size: 1, value: 1) == nil)
-    }
-
-    @Test("I8042: 0xFE on the command port (offset 4) requests a reset")
-    func i8042Reset() {
-        let controller = I8042()
-        let stop = controller.write(offset: 4, size: 1, value: 0xFE)
-        guard case .reset = stop else {
-            Issue.record("expected .reset, got \(String(describing: stop))")
-            return
-        }
-    }
-
-    @Test("I8042: other commands on port 0x64 do nothing",
-          arguments: [UInt64(0x00), 0x20, 0x60, 0xAA, 0xAD, 0xD1, 0xF0, 0xFD, 0xFF])
-    func i8042OtherCommands(value: UInt64) {
-        #expect(I8042().write(offset: 4, size: 1, value: value) == nil)
-    }
-
-    @Test("I8042: 0xFE on any other offset does nothing", arguments: [UInt64(0), 1, 2, 3])
-    func i8042OtherPorts(offset: UInt64) {
-        #expect(I8042().write(offset: offset, size: 1, value: 0xFE) == nil)
-    }
-
-    @Test("I8042: reads return 0 on both ports", arguments: [UInt64(0), 4])
-    func i8042Reads(offset: UInt64) {
-        #expect(I8042().read(offset: offset, size: 1) == 0)
-    }
-
-    @Test("I8042 on the bus at 0x60..0x64: 0xFE to port 0x64 resets, to 0x60 does not")
-    func i8042OnBus() throws {
-        #expect(I8042.dataPort == 0x60)
-        #expect(I8042.commandPort == 0x64)
-        let bus = try Bus(.port, devices: [(base: I8042.dataPort, length: 5, device: I8042())])
-        guard case .reset = bus.write(0x64, size: 1, value: 0xFE) else {
-            Issue.record("0xFE to port 0x64 did not reset")
-            return
-        }
-        #expect(bus.write(0x60, size: 1, value: 0xFE) == nil)
-        #expect(bus.read(0x64, size: 1) == 0)
-        #expect(bus.read(0x65, size: 1) == 0xFF, "port 0x65 is not claimed")
     }
 }
 

@@ -60,6 +60,12 @@ public final class KVMSystem: Sendable {
         Int((try? ioctlValue(fd.rawValue, CKVM_CHECK_EXTENSION, UInt(capability.raw), "KVM_CHECK_EXTENSION")) ?? 0)
     }
 
+    /// `KVM_CHECK_EXTENSION` for a capability given by its `KVM_CAP_*` number (a CPU template's
+    /// `kvm_capabilities`): 0 when absent.
+    public func check(capabilityNumber: UInt32) -> Int {
+        Int((try? ioctlValue(fd.rawValue, CKVM_CHECK_EXTENSION, UInt(capabilityNumber), "KVM_CHECK_EXTENSION")) ?? 0)
+    }
+
     /// The most vCPUs one VM may have (`KVM_CAP_MAX_VCPUS`, falling back to `KVM_CAP_NR_VCPUS`).
     public var maxVCPUs: Int {
         let max = check(.maxVCPUs)

@@ -10,23 +10,38 @@ public enum CPUIDTemplate {
     /// flags match what every vCPU reads.
     public static let httBit: UInt32 = 1 << 28
 
-    /// The leaves for vCPU `apicID` of `count`: APIC ID in leaf 1 and in the x2APIC topology
-    /// leaves, logical-processor count, the hypervisor bit.
+    /// The leaves generated whole per vCPU (`entries`); a CPU template's changes to them are lost.
+    public static let generatedLeaves: [UInt32] = [0xB, 0x1F]
+
+    /// The table shared by every vCPU, before a CPU template: `supported` (KVM's list, with the
+    /// Xen leaves when on) with the hypervisor and HTT bits set.
+    public static func base(from supported: [CPUIDEntry]) -> [CPUIDEntry] {
+        supported.map { original in
+            var entry = original
+            if entry.function == 1 {
+                entry.ecx |= hypervisorBit
+                entry.edx |= httBit
+            }
+            return entry
+        }
+    }
+
+    /// The leaves for vCPU `apicID` of `count`, from `base(from:)` or from a CPU template's result
+    /// (the bits `base` sets are set again, whatever a template did): APIC ID in leaf 1 and in the
+    /// x2APIC topology leaves, logical-processor count.
     ///
     /// Leaves 0xB and 0x1F are generated whole, not patched: KVM's supported list may carry only
     /// their subleaf 0. The topology is one thread per core, `count` cores in one package.
     public static func entries(from supported: [CPUIDEntry], apicID: UInt32, count: Int) -> [CPUIDEntry] {
         let countBits = UInt32(count <= 1 ? 0 : (UInt32(count - 1).bitWidth - UInt32(count - 1).leadingZeroBitCount))
         let maxBasicLeaf = supported.first { $0.function == 0 }?.eax ?? 0
-        let topologyLeaves = [UInt32(0xB), 0x1F].filter { leaf in leaf <= maxBasicLeaf && supported.contains { $0.function == leaf } }
-        var entries: [CPUIDEntry] = supported.compactMap { original in
+        let topologyLeaves = generatedLeaves.filter { leaf in leaf <= maxBasicLeaf && supported.contains { $0.function == leaf } }
+        var entries: [CPUIDEntry] = base(from: supported).compactMap { original in
             var entry = original
             switch entry.function {
             case 1:
                 let logical = UInt32(min(max(1, 1 << countBits), 255))
                 entry.ebx = (entry.ebx & 0x0000_FFFF) | (logical << 16) | (apicID & 0xFF) << 24
-                entry.ecx |= hypervisorBit
-                entry.edx |= httBit
             case 0xB, 0x1F:
                 return nil
             default:

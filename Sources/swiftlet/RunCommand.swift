@@ -66,6 +66,9 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Xen-style hypercall interface (CPUID 0x40000000 \"XenVMMXenVMM\", hypercall page, vcpu_op and friends): auto turns it on when the kernel's notes declare a hypercall page or Xen features.", valueName: "auto|on|off"))
     var xen: XenMode = .auto
 
+    @Option(name: .customLong("cpu-template"), help: ArgumentHelp("CPU template: x86-64-v1, x86-64-v2 or x86-64-v3 (hide the instruction-set extensions above that x86-64 level), or a Firecracker custom CPU template file (x86_64 JSON). 'help' lists the built-ins and prints their JSON.", valueName: "file|name"))
+    var cpuTemplate: String?
+
     @Option(help: ArgumentHelp("Write a JSON report when the VM ends: why it ended, and per vCPU its MP state, last exit, exit counts, time to first exit, and the guest's checkpoints. Send SIGUSR1 during the run for a table of the vCPUs on stderr.", valueName: "file"))
     var report: String?
 
@@ -111,6 +114,7 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
+        let template = try cpuTemplate.map(CPUTemplateOption.load)
         let level = Logger.Level(rawValue: logLevel) ?? .warning
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -157,6 +161,7 @@ struct Run: ParsableCommand {
         config.acpi = acpi.isOn
         config.mpTable = mptable.isOn
         config.xen = xen
+        config.cpuTemplate = template
         let machine: Machine
         do { machine = try Machine(config, logger: logger) } catch {
             throw RuntimeFailure(error.description)

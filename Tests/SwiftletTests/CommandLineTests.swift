@@ -50,8 +50,6 @@ struct CommandLineTests {
     /// Run-time refusals whose wording depends on this host or build: the start of the line.
     static let runtimeCases: [Case] = [
         Case(arguments: ["run", "--memory", "1000000T"], status: 2, message: "swiftlet: --memory 1000000T: larger than this host's "),
-        Case(arguments: ["run", "--cpus", "100000", "--mptable", "off"], status: 1,
-             message: "swiftlet: --cpus 100000 is out of range: this KVM allows 1 to "),
         Case(arguments: ["run", "--module", "/etc/hostname"], status: 1,
              message: "swiftlet: --module /etc/hostname: modules are for Multiboot kernels; this kernel boots by pvh ("),
         Case(arguments: ["run", "--boot", "multiboot"], status: 1,
@@ -65,6 +63,15 @@ struct CommandLineTests {
         #expect(result.stderr.hasPrefix(c.message), "stderr: \(result.stderr)")
         #expect(result.stderr.filter { $0 == "\n" }.count == 1)
         #expect(result.stdout.isEmpty)
+    }
+
+    /// The vCPU limit is this KVM's (`KVM_CAP_MAX_VCPUS`), so only a usable /dev/kvm can refuse it.
+    @Test(.enabled(if: Harness.kvmAvailable, Harness.kvmComment))
+    func moreVCPUsThanThisKVMAllows() {
+        let result = Harness.swiftlet(["run", "--cpus", "100000", "--mptable", "off", "--no-stdin"])
+        #expect(result.status == 1)
+        #expect(result.stderr.hasPrefix("swiftlet: --cpus 100000 is out of range: this KVM allows 1 to "), "stderr: \(result.stderr)")
+        #expect(result.stderr.filter { $0 == "\n" }.count == 1)
     }
 
     @Test func initrdTooLargeForMemory() throws {
@@ -89,6 +96,92 @@ struct CommandLineTests {
         for option in ["--kernel", "--initrd", "--cmdline", "--memory", "--cpus", "--boot-cpu", "--boot", "--report"] {
             #expect(result.stdout.contains(option))
         }
+    }
+}
+
+/// `--cpu-template`: a bad template is a usage error (one line, status 2) found before KVM is
+/// opened; a template that asks for more than this host's KVM has is a run-time error (status 1).
+@Suite("CPU templates")
+struct CPUTemplateCommandLineTests {
+    static let keep = String(repeating: "x", count: 32)
+
+    struct Case: CustomTestStringConvertible, Sendable {
+        let name: String
+        let json: String
+        /// The message after "swiftlet: PATH: ".
+        let message: String
+        var testDescription: String { name }
+    }
+
+    static let cases: [Case] = [
+        Case(name: "short bitmap", json: """
+            {"cpuid_modifiers": [{"leaf": "0x1", "subleaf": "0x0", "flags": 0,
+                                  "modifiers": [{"register": "ecx", "bitmap": "0b\(keep.dropLast())"}]}]}
+            """, message: "cpuid_modifiers[0].modifiers[0].bitmap: 31 characters after \"0b\"; a CPUID register bitmap has 32 (0, 1 or x)"),
+        Case(name: "trailing comma", json: "{\"msr_modifiers\": [],\n}",
+             message: "not valid JSON: line 2, column 1: expected a field name in double quotes after ',', found '}'"),
+        Case(name: "decimal leaf", json: "{\"cpuid_modifiers\": [{\"leaf\": \"7\", \"subleaf\": \"0x0\", \"flags\": 1, \"modifiers\": []}]}",
+             message: "cpuid_modifiers[0].leaf: \"7\" has no 0x or 0b prefix; write hexadecimal as \"0x...\" or binary as \"0b...\", e.g. \"0x7\" for decimal 7"),
+        Case(name: "aarch64 field", json: "{\"vcpu_features\": []}",
+             message: "unknown field \"vcpu_features\" (vcpu_features is for aarch64 templates); an x86_64 CPU template has cpuid_modifiers, msr_modifiers and kvm_capabilities"),
+        Case(name: "empty file", json: "", message: "not valid JSON: line 1, column 1: expected a JSON value, found end of file"),
+    ]
+
+    @Test(arguments: cases)
+    func badTemplateIsAUsageError(_ c: Case) throws {
+        let path = try Harness.temporaryFile("template-\(c.name.replacingOccurrences(of: " ", with: "-")).json", Array(c.json.utf8)).path
+        let result = Harness.swiftlet(["run", "--no-stdin", "--cpu-template", path])
+        #expect(result.status == 2)
+        #expect(result.stderr == "swiftlet: \(path): \(c.message)\n")
+        #expect(result.stdout.isEmpty)
+    }
+
+    @Test(arguments: ["x86-64-v9", "/nonexistent/template.json"])
+    func unknownNameListsTheBuiltIns(_ name: String) {
+        let result = Harness.swiftlet(["run", "--no-stdin", "--cpu-template", name])
+        #expect(result.status == 2)
+        #expect(result.stderr == "swiftlet: --cpu-template \(name): neither a built-in template (x86-64-v1, x86-64-v2, x86-64-v3) "
+                + "nor a readable file (No such file or directory)\n")
+    }
+
+    @Test func helpPrintsTheBuiltIns() {
+        let result = Harness.swiftlet(["run", "--cpu-template", "help"])
+        #expect(result.status == 0)
+        #expect(result.stderr.isEmpty)
+        for name in ["x86-64-v1", "x86-64-v2", "x86-64-v3"] { #expect(result.stdout.contains("\n\(name):\n{\n")) }
+        #expect(result.stdout.contains("\"cpuid_modifiers\""))
+    }
+
+    /// The demo guest boots with a built-in and with a custom file that changes CPUID and an MSR.
+    @Test(.enabled(if: Harness.kvmAvailable, Harness.kvmComment), arguments: ["x86-64-v1", "x86-64-v3", "custom"])
+    func demoBootsWithATemplate(_ name: String) throws {
+        var template = name
+        if name == "custom" {
+            let avxOff = String(Self.keep.prefix(3)) + "0" + String(Self.keep.dropFirst(4))    // CPUID.1:ECX[28]
+            template = try Harness.temporaryFile("custom-template.json", Array("""
+                {"kvm_capabilities": ["3"],
+                 "cpuid_modifiers": [{"leaf": "0x1", "subleaf": "0x0", "flags": 0,
+                                      "modifiers": [{"register": "ecx", "bitmap": "0b\(avxOff)"}]}],
+                 "msr_modifiers": [{"addr": "0x1a0", "bitmap": "0b\(Self.keep)\(Self.keep)"}]}
+                """.utf8)).path
+        }
+        let result = Harness.swiftlet(["run", "--no-stdin", "--cpu-template", template])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stdout.hasPrefix("Hello from the Swiftlet demo guest!"))
+    }
+
+    /// CPUID.7.0:EBX[22] is reserved: no KVM offers it, so setting it is refused, naming the bit.
+    @Test(.enabled(if: Harness.kvmAvailable, Harness.kvmComment))
+    func unsupportedBitIsARunTimeError() throws {
+        let setBit22 = String(Self.keep.prefix(9)) + "1" + String(Self.keep.dropFirst(10))
+        let path = try Harness.temporaryFile("unsupported-template.json", Array("""
+            {"cpuid_modifiers": [{"leaf": "0x7", "subleaf": "0x0", "flags": 1,
+                                  "modifiers": [{"register": "ebx", "bitmap": "0b\(setBit22)"}]}]}
+            """.utf8)).path
+        let result = Harness.swiftlet(["run", "--no-stdin", "--cpu-template", path])
+        #expect(result.status == 1)
+        #expect(result.stderr == "swiftlet: \(path): cpuid_modifiers[0].modifiers[0]: CPUID leaf 0x7 subleaf 0x0 EBX bit 22 is not "
+                + "supported by this host's KVM; a template may only clear (0) or keep (x) it\n")
     }
 }
 

@@ -37,6 +37,8 @@ public struct MachineConfiguration: Sendable {
     public var mpTable: Bool = true
     /// Offer the Xen-style hypercall interface.
     public var xen: XenMode = .auto
+    /// A CPU template applied to every vCPU's CPUID and MSRs (nil: KVM's supported CPUID as is).
+    public var cpuTemplate: CPUTemplate?
     /// Install the syscall filter once the vCPU threads run (the CLI's default; off in-process).
     public var seccomp = false
     /// After installing the filter, make a forbidden call (tests: the VMM must die with a message).
@@ -64,6 +66,7 @@ public enum MachineError: Error, CustomStringConvertible {
     case memory(GuestMemoryError)
     case configuration(String)
     case thread(NativeThread.SpawnError)
+    case cpuTemplate(CPUTemplateError)
 
     public var description: String {
         switch self {
@@ -76,6 +79,7 @@ public enum MachineError: Error, CustomStringConvertible {
         case let .memory(error): error.description
         case let .configuration(message): message
         case let .thread(error): error.description
+        case let .cpuTemplate(error): error.description
         }
     }
 }
@@ -187,6 +191,31 @@ public final class Machine: Sendable {
             }
             do { try memory.write(HypercallPage.bytes(longMode: true), at: GuestAddress(physical)) } catch { throw .memory(error) }
         }
+        // Multiboot: the command line starts with the kernel's path, as GRUB and QEMU pass it, and
+        // the initrd is module 0 (its string is its path), followed by the --module files.
+        let guestCommandLine = bootProtocol == .multiboot && configuration.commandLineIsDefault ? [] : configuration.commandLine
+        var boot = BootConfiguration(protocol: bootProtocol, kernel: loaded, memorySize: configuration.memorySize,
+                                     commandLine: guestCommandLine, initrd: configuration.initrd?.bytes)
+        if bootProtocol == .multiboot {
+            boot.commandLine = Array(configuration.kernel.path.utf8) + (guestCommandLine.isEmpty ? [] : [0x20] + guestCommandLine)
+            boot.initrd = nil
+            boot.modules = (configuration.initrd.map { [($0, $0.path)] } ?? []) .map { BootModule(bytes: $0.0.bytes, string: $0.1) }
+                + configuration.modules.map { BootModule(bytes: $0.file.bytes, string: $0.string) }
+        } else if let first = configuration.modules.first {
+            throw .configuration("--module \(first.file.path): modules are for Multiboot kernels; this kernel boots by "
+                + "\(bootProtocol.rawValue) (\(protocolReason)); pass one file as --initrd instead")
+        }
+        if case let .bzImage(bz) = image {
+            boot.kernelCommandLineLimit = bz.version >= 0x0206 ? Int(bz.cmdlineSize) : 255
+            boot.initrdCeiling = UInt64(bz.initrdAddressMax) + 1
+        } else if bootProtocol == .linux {
+            boot.initrdCeiling = 0x8000_0000
+        }
+        if configuration.acpi { boot.acpi = ACPI(cpus: configuration.cpus) }
+        // Everything but the MP table, which needs KVM's CPUID: input errors (command line, initrd
+        // and modules that do not fit) come before /dev/kvm is opened.
+        var bootState: BootState
+        do { bootState = try BootSetup.prepare(boot, in: memory) } catch { throw .boot(error) }
         // KVM: the VM, its interrupt controllers and its memory. Input errors were found above,
         // before /dev/kvm was opened.
         do {
@@ -226,34 +255,18 @@ public final class Machine: Sendable {
             supported.removeAll { $0.function >= XenABI.cpuidBase && $0.function < XenABI.cpuidBase + 0x100 }
             supported += XenABI.cpuidLeaves.map { CPUIDEntry(function: $0.function, eax: $0.eax, ebx: $0.ebx, ecx: $0.ecx, edx: $0.edx) }
         }
-        // Multiboot: the command line starts with the kernel's path, as GRUB and QEMU pass it, and
-        // the initrd is module 0 (its string is its path), followed by the --module files.
-        let guestCommandLine = bootProtocol == .multiboot && configuration.commandLineIsDefault ? [] : configuration.commandLine
-        var boot = BootConfiguration(protocol: bootProtocol, kernel: loaded, memorySize: configuration.memorySize,
-                                     commandLine: guestCommandLine, initrd: configuration.initrd?.bytes)
-        if bootProtocol == .multiboot {
-            boot.commandLine = Array(configuration.kernel.path.utf8) + (guestCommandLine.isEmpty ? [] : [0x20] + guestCommandLine)
-            boot.initrd = nil
-            boot.modules = (configuration.initrd.map { [($0, $0.path)] } ?? []) .map { BootModule(bytes: $0.0.bytes, string: $0.1) }
-                + configuration.modules.map { BootModule(bytes: $0.file.bytes, string: $0.string) }
-        } else if let first = configuration.modules.first {
-            throw .configuration("--module \(first.file.path): modules are for Multiboot kernels; this kernel boots by "
-                + "\(bootProtocol.rawValue) (\(protocolReason)); pass one file as --initrd instead")
+        if let template = configuration.cpuTemplate {   // before the per-vCPU fields (CPUIDTemplate.entries)
+            do { supported = try Self.templatedCPUID(supported, template: template, system: system) } catch { throw .cpuTemplate(error) }
         }
-        if case let .bzImage(bz) = image {
-            boot.kernelCommandLineLimit = bz.version >= 0x0206 ? Int(bz.cmdlineSize) : 255
-            boot.initrdCeiling = UInt64(bz.initrdAddressMax) + 1
-        } else if bootProtocol == .linux {
-            boot.initrdCeiling = 0x8000_0000
-        }
-        if configuration.mpTable {
+        if configuration.mpTable {   // it reports the boot vCPU's CPUID signature and features
             let leaf1 = CPUIDTemplate.entries(from: supported, apicID: 0, count: configuration.cpus)
                 .first { $0.function == 1 }
-            boot.mpTable = MPTable(cpus: configuration.cpus, bootCPU: configuration.bootCPU,
-                                   cpuSignature: (leaf1?.eax ?? 0) & 0xFFF, featureFlags: leaf1?.edx ?? 0)
+            let table = MPTable(cpus: configuration.cpus, bootCPU: configuration.bootCPU,
+                                cpuSignature: (leaf1?.eax ?? 0) & 0xFFF, featureFlags: leaf1?.edx ?? 0)
+            do { try BootSetup.write(table, in: memory) } catch { throw .memory(error) }
+            bootState.placements["mp_table"] = MPTable.floatingPointerAddress
         }
-        if configuration.acpi { boot.acpi = ACPI(cpus: configuration.cpus) }
-        do { bootState = try BootSetup.prepare(boot, in: memory) } catch { throw .boot(error) }
+        self.bootState = bootState
 
 
         do {
@@ -274,7 +287,9 @@ public final class Machine: Sendable {
                 (DebugExitPort.defaultPort, DebugExitPort.width, DebugExitPort()),
                 (PowerOffPort.defaultPort, PowerOffPort.width, PowerOffPort()),
                 (CheckpointPort.defaultPort, CheckpointPort.width, CheckpointPort()),
-                (I8042.dataPort, I8042.commandPort - I8042.dataPort + 1, I8042()),
+                (I8042.dataPort, I8042.commandPort - I8042.dataPort + 1, I8042(keyboardInterruptLine: { high in
+                    try? vmForIRQ.setInterruptLine(I8042.keyboardIRQ, high: high)
+                })),
                 (FirmwareConfig.selectorPort, FirmwareConfig.width, FirmwareConfig(items: FirmwareConfig.items(
                     cpus: configuration.cpus, ramBytes: configuration.memorySize, commandLine: guestCommandLine))),
             ]
@@ -306,6 +321,9 @@ public final class Machine: Sendable {
             self.vcpus = vcpus
         } catch { throw .kvm(error) }
         let vcpus = self.vcpus
+        if let template = configuration.cpuTemplate {   // after the boot MSRs
+            for vcpu in vcpus { try Self.applyMSRModifiers(of: template, to: vcpu) }
+        }
         // Hypercalls need the caller's registers; with sync regs they come with the exit.
         registersSynced = xenEnabled && system.check(.syncRegs) & 0x3 == 0x3
         if registersSynced { for vcpu in vcpus { vcpu.syncRegistersOnExit(true) } }

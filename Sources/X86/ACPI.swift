@@ -61,7 +61,26 @@ public struct ACPI: Equatable, Sendable {
         return Self.table("APIC", revision: 5, body: body.bytes + entries)
     }
 
-    public var dsdt: [UInt8] { Self.table("DSDT", revision: 2, body: Self.s5AML) }
+    /// The DSDT: `\_S5` and, under `\_SB`, the legacy devices that a hardware-reduced platform
+    /// must describe for the OS to route their interrupts (with `HW_REDUCED_ACPI` there is no
+    /// 8259 and ISA IRQs are not assumed): COM1 (`PNP0501`, ports 0x3F8-0x3FF, IRQ 4) and the
+    /// i8042 keyboard controller (`PNP0303`, ports 0x60 and 0x64, IRQ 1; no `PNP0F13` mouse).
+    public var dsdt: [UInt8] {
+        let devices = AML.scope("\\_SB", [
+            AML.device("COM1", [
+                AML.name("_HID", AML.eisaID("PNP0501")),
+                AML.name("_UID", AML.integer(1)),
+                AML.name("_CRS", AML.resourceTemplate([AML.ioPorts(0x3F8, length: 8), AML.isaInterrupt(4)])),
+            ]),
+            AML.device("PS2K", [
+                AML.name("_HID", AML.eisaID("PNP0303")),
+                AML.name("_CRS", AML.resourceTemplate([
+                    AML.ioPorts(0x60, length: 1), AML.ioPorts(0x64, length: 1), AML.isaInterrupt(1),
+                ])),
+            ]),
+        ])
+        return Self.table("DSDT", revision: 2, body: Self.s5AML + devices)
+    }
 
     /// Generic Address Structure for a byte-wide I/O port.
     static func ioPort(_ port: UInt64) -> [UInt8] { [1, 8, 0, 1] + ByteImage.le(port) }
@@ -71,6 +90,7 @@ public struct ACPI: Equatable, Sendable {
         func put<T: FixedWidthInteger>(_ value: T, _ offset: Int) { body.put(value, at: offset - 36) }
         put(UInt32(truncatingIfNeeded: dsdtAddress), 40)
         put(Self.sciInterrupt, 46)
+        put(UInt16(1 << 1), 109)                                    // IAPC_BOOT_ARCH: 8042 present
         put(UInt32(1 << 20), 112)                                   // flags: HW_REDUCED_ACPI
         put(UInt8(0), 131)                                          // minor version
         put(dsdtAddress, 140)                                       // X_DSDT

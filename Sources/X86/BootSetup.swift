@@ -114,6 +114,13 @@ public enum BootSetup {
         }
     }
 
+    /// Writes an MP table (floating pointer and configuration table) at its fixed addresses; for a
+    /// machine that prepared everything else before it knew the CPUID the table reports.
+    public static func write(_ mp: MPTable, in memory: GuestMemory) throws(GuestMemoryError) {
+        try memory.write(mp.floatingPointer.bytes, at: GuestAddress(MPTable.floatingPointerAddress))
+        try memory.write(mp.configuration.bytes, at: GuestAddress(MPTable.configurationAddress))
+    }
+
     public static func prepare(_ config: BootConfiguration, in memory: GuestMemory) throws(BootError) -> BootState {
         let limit = commandLineLimit(config.bootProtocol, kernelLimit: config.kernelCommandLineLimit)
         guard config.commandLine.count <= limit else {
@@ -121,10 +128,7 @@ public enum BootSetup {
         }
         var rsdpAddress: UInt64 = 0
         do {
-            if let mp = config.mpTable {
-                try memory.write(mp.floatingPointer.bytes, at: GuestAddress(MPTable.floatingPointerAddress))
-                try memory.write(mp.configuration.bytes, at: GuestAddress(MPTable.configurationAddress))
-            }
+            if let mp = config.mpTable { try write(mp, in: memory) }
             if let acpi = config.acpi {
                 for table in acpi.tables() { try memory.write(table.bytes, at: GuestAddress(table.address)) }
                 rsdpAddress = Layout.rsdp

@@ -13,10 +13,9 @@ import Testing
 /// "generic", L1_MFN_VALID, SUSPEND_CANCEL, MOD_START_PFN, HV_START_LOW, PADDR_OFFSET 0, then GNU
 /// and Linux notes, then PHYS32_ENTRY with an 8-byte desc. No HYPERCALL_PAGE (Linux dropped it
 /// in 5.x), no PHYS32_RELOC (added after 6.1).
-@Suite("Debian vmlinux", .serialized, .enabled("Debian's kernel package cannot be downloaded here") { DebianVmlinuxTests.fetched.status != 3 })
-struct DebianVmlinuxTests {
-    /// `Linux/debian-kernel.sh`, run once per test process: its status, output and error text.
-    static let fetched: (status: Int32, stdout: String, stderr: String) = {
+/// `Linux/debian-kernel.sh`, run once per test process: its status, output and error text.
+enum DebianKernelFetch {
+    static let result: (status: Int32, stdout: String, stderr: String) = {
         let testsDirectory = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath().deletingLastPathComponent()
         let script = testsDirectory.deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Linux/debian-kernel.sh")
@@ -37,11 +36,11 @@ struct DebianVmlinuxTests {
 
     /// The vmlinux path, or an error saying why the script gave none.
     static func vmlinuxPath() throws -> String {
-        let folder = fetched.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last.map(String.init) ?? ""
+        let folder = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last.map(String.init) ?? ""
         let path = folder + "/vmlinux"
-        guard fetched.status == 0, FileManager.default.fileExists(atPath: path) else {
-            throw VmlinuxUnavailable(reason: "Linux/debian-kernel.sh exited with status \(fetched.status) and printed no kernel folder: "
-                + (fetched.stderr.isEmpty ? "(no message)" : fetched.stderr))
+        guard result.status == 0, FileManager.default.fileExists(atPath: path) else {
+            throw VmlinuxUnavailable(reason: "Linux/debian-kernel.sh exited with status \(result.status) and printed no kernel folder: "
+                + (result.stderr.isEmpty ? "(no message)" : result.stderr))
         }
         return path
     }
@@ -51,10 +50,14 @@ struct DebianVmlinuxTests {
         var description: String { "cannot get the Debian vmlinux: \(reason)" }
     }
 
+}
+
+@Suite("Debian vmlinux", .serialized, .enabled("Debian's kernel package cannot be downloaded here") { DebianKernelFetch.result.status != 3 })
+struct DebianVmlinuxTests {
     static func image() throws -> (KernelFile, ELFImage) {
-        let file = try KernelFile.read(path: try vmlinuxPath())
+        let file = try KernelFile.read(path: try DebianKernelFetch.vmlinuxPath())
         guard case let .elf(elf) = try KernelImage.parse(file) else {
-            throw VmlinuxUnavailable(reason: "\(file.path) is not an ELF file")
+            throw DebianKernelFetch.VmlinuxUnavailable(reason: "\(file.path) is not an ELF file")
         }
         return (file, elf)
     }

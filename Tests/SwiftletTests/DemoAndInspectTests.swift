@@ -70,11 +70,9 @@ struct InspectTests {
     }
 
     /// A real Debian vmlinux: its Xen notes by name, PHYS32_ENTRY among them, and PVH chosen.
-    @Test func debianVmlinux() throws {
-        let script = Harness.packageRoot.deletingLastPathComponent().appendingPathComponent("shared/tools/debian-vmlinux.sh")
-        let fetched = Harness.run(URL(fileURLWithPath: "/bin/bash"), [script.path], timeout: 600)
-        try #require(fetched.status == 0, "could not get the Debian vmlinux: \(fetched.stderr)")
-        let path = fetched.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    @Test(.enabled("Debian's kernel package cannot be downloaded here") { LinuxFixtures.debianKernel.isAvailable })
+    func debianVmlinux() throws {
+        let path = try LinuxFixtures.debianKernel.get().appendingPathComponent("vmlinux").path
         let result = Harness.swiftlet(["inspect", path])
         #expect(result.status == 0, "\(result.stderr)")
         for name in ["GUEST_OS             \"linux\"", "XEN_VERSION          \"xen-3.0\"", "VIRT_BASE            0xffffffff80000000",

@@ -1,0 +1,127 @@
+import Foundation
+import Testing
+
+/// The project's microVM guest kernel (Linux 6.12, Linux/build-kernel.sh) booted to user space
+/// through the real VMM, with every milestone read from the kernel's own log: the e820 map as
+/// Swiftlet built it, the firmware tables found with no complaint, the CPUs allowed and brought up
+/// by Linux's own INIT-SIPI-SIPI, the clock source, the 16550, the initramfs, `/init`'s report,
+/// and the power-off ending Swiftlet.
+@Suite("Linux guest", .serialized,
+       .enabled(if: Harness.kvmAvailable, Harness.kvmComment),
+       .enabled("the guest kernel's source or busybox cannot be downloaded here") {
+           LinuxFixtures.guestKernel.isAvailable && LinuxFixtures.initramfs.isAvailable
+       })
+struct LinuxGuestTests {
+    enum Image: String, Sendable { case vmlinux, bzImage }
+
+    struct Case: CustomTestStringConvertible, Sendable {
+        let image: Image
+        let boot: String
+        let cpus: Int
+        var bootCPU = 0
+        var acpi = true
+        var mptable = true
+        var shell = false
+        var testDescription: String {
+            "\(image.rawValue) by \(boot), \(cpus) vCPU\(cpus == 1 ? "" : "s")" + (bootCPU != 0 ? ", boot vCPU \(bootCPU)" : "")
+                + (acpi ? "" : ", no ACPI") + (mptable ? "" : ", no MP table") + (shell ? ", a line typed on stdin" : "")
+        }
+    }
+
+    static let memory: UInt64 = 256 << 20
+    /// `pci=off`: the kernel has PCI (ACPI needs it) but Swiftlet has no PCI bus, as Firecracker's
+    /// guests are told; `panic=-1` makes a panic end the VM at once (status 32) instead of hanging.
+    static let commandLine = "console=ttyS0 panic=-1 pci=off"
+
+    static let cases: [Case] = [
+        Case(image: .vmlinux, boot: "linux", cpus: 1, shell: true),
+        Case(image: .bzImage, boot: "linux", cpus: 2, bootCPU: 1),
+        Case(image: .vmlinux, boot: "pvh", cpus: 4),
+        Case(image: .bzImage, boot: "linux", cpus: 4, bootCPU: 2, acpi: false),
+        Case(image: .vmlinux, boot: "pvh", cpus: 2, mptable: false),
+    ]
+
+    /// The CPU template the guest needs on this host: on a KVM that emulates kernel mode, the
+    /// instructions its emulator lacks (cmpxchg16b, xrstor, popcnt) must not be advertised.
+    static var templateArguments: [String] { LinuxFixtures.emulatedKVM ? ["--cpu-template", "x86-64-v1"] : [] }
+
+    @Test(arguments: cases)
+    func bootsToUserSpace(_ c: Case) throws {
+        let kernelFolder = try LinuxFixtures.guestKernel.get()
+        let initramfs = try LinuxFixtures.initramfs.get()
+        let kernel = kernelFolder.appendingPathComponent(c.image.rawValue)
+        let report = FileManager.default.temporaryDirectory.appendingPathComponent("linux-\(getpid())-\(c.cpus)-\(c.boot)-\(c.bootCPU).json")
+        let cmdline = Self.commandLine + (c.shell ? " swiftlet.shell" : "")
+        var arguments = ["run", "--kernel", kernel.path, "--initrd", initramfs.path, "--boot", c.boot,
+                         "--cpus", String(c.cpus), "--boot-cpu", String(c.bootCPU), "--memory", "\(Self.memory >> 20)M",
+                         "--cmdline", cmdline, "--report", report.path] + Self.templateArguments
+        if !c.acpi { arguments += ["--acpi", "off"] }
+        if !c.mptable { arguments += ["--mptable", "off"] }
+        let result: Harness.ProcessResult
+        if c.shell {
+            // The shell's prompt comes after /init's report: type a command, then leave the shell.
+            result = runInteractive(arguments, answers: [("swiftlet-shell# ", "echo typed-$((6*7))\n"), ("swiftlet-shell# ", "exit\n")],
+                                    timeout: 600)
+        } else {
+            result = Harness.run(Harness.binary, arguments + ["--no-stdin"], timeout: 600)
+        }
+        let log = KernelLog(result.stdout)
+        let context: String = ("status \(result.status)\nstderr: \(result.stderr)\n--- console (last 40 lines) ---\n"
+            + log.lines.suffix(40).joined(separator: "\n"))
+
+        // The map Swiftlet built, exactly.
+        #expect(log.e820 == KernelLog.expectedE820(memory: Self.memory), "\(context)")
+        // The tables.
+        if c.acpi {
+            for table in ["ACPI: RSDP 0x00000000000E0000", "ACPI: XSDT 0x", "ACPI: FACP 0x", "ACPI: DSDT 0x", "ACPI: APIC 0x"] {
+                #expect(log.contains(table), "missing \(table)\n\(context)")
+            }
+        } else {
+            #expect(log.contains("Intel MultiProcessor Specification v1.4"), "\(context)")
+            #expect(log.contains("MPTABLE: OEM ID: SWIFTLET"), "\(context)")
+            #expect(log.contains("Processor #\(c.bootCPU) (Bootup-CPU)"), "\(context)")
+        }
+        if !c.mptable { #expect(!log.contains("found SMP MP-table"), "\(context)") }
+        // The i8042 (from the DSDT's PNP0303 with ACPI, probed directly without) and its keyboard.
+        #expect(log.contains("serio: i8042 KBD port at 0x60,0x64 irq 1"), "\(context)")
+        #expect(log.contains("input: AT Translated Set 2 keyboard"), "\(context)")
+        #expect(log.complaints.isEmpty, "the kernel complained:\n\(log.complaints.joined(separator: "\n"))\n\(context)")
+
+        // The milestones, in boot order.
+        let online = c.cpus == 1 ? "0" : "0-\(c.cpus - 1)"
+        let end = c.acpi ? ["swiftlet-init: done, powering off", "reboot: Power down"]
+                         : ["swiftlet-init: done, rebooting", "reboot: Restarting system"]
+        let milestones = [
+            "BIOS-e820: ",
+            "smpboot: Allowing \(c.cpus) CPUs, 0 hotplug CPUs",
+            "smp: Brought up 1 node, \(c.cpus) CPU\(c.cpus == 1 ? "" : "s")",
+            "clocksource: Switched to clocksource kvm-clock",
+            "Trying to unpack rootfs image as initramfs...",
+            "ttyS0 at I/O 0x3f8 (irq = 4, base_baud = 115200) is a 16550A",
+            "Freeing initrd memory:",
+            "Run /init as init process",
+            "swiftlet-init: cpus online \(online), nproc \(c.cpus)",
+            "swiftlet-init: cmdline \(cmdline)",
+        ] + (c.shell ? ["typed-42"] : []) + end
+        var previous = -1
+        for milestone in milestones {
+            guard let index = log.index(of: milestone) else {
+                Issue.record("milestone not reached: \(milestone)\n\(context)")
+                break
+            }
+            #expect(index > previous, "out of order: \(milestone)\n\(context)")
+            previous = index
+        }
+
+        // Swiftlet's side: how the VM ended, and every AP started by the guest's INIT-SIPI.
+        #expect(result.status == (c.acpi ? 0 : 32), "\(context)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: report)) as? [String: Any], "\(context)")
+        let vcpus = try #require(json["vcpus"] as? [[String: Any]], "\(context)")
+        #expect(vcpus.count == c.cpus)
+        for vcpu in vcpus {
+            let id = vcpu["id"] as? Int ?? -1
+            #expect(vcpu["boot"] as? Bool == (id == c.bootCPU))
+            #expect(vcpu["bringUp"] as? String == (id == c.bootCPU ? "boot" : "initSIPI"), "vCPU \(id)\n\(context)")
+        }
+    }
+}

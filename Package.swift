@@ -61,6 +61,8 @@ let package = Package(
         .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "Loader", "KVM"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls"]),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "CKVM", .product(name: "SystemPackage", package: "swift-system")]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Devices", "Hypercalls"]),
         .testTarget(name: "SwiftletTests", dependencies: ["Loader", "DemoGuest", "VMM", "KVM"]),
         .testTarget(name: "FuzzTests", dependencies: ["FuzzTargets", "Loader", "Hypercalls"]),
     ],

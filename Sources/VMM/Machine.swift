@@ -516,13 +516,14 @@ public final class Machine: Sendable {
         return .guestStop(request, vcpu: slot.vcpu.id)
     }
 
-    /// Serves one exit; returns an outcome when the VM must stop.
+    /// Serves one exit (`ExitPolicy` decides, this carries it out); returns an outcome when the
+    /// VM must stop.
     private func handle(_ exit: VCPUExit, on slot: VCPUSlot) -> VMOutcome? {
         let vcpu = slot.vcpu
-        switch exit {
-        case .portIn(XenABI.trapPort, 4, 1) where xenEnabled:
+        switch ExitPolicy.action(for: exit, xen: xenEnabled) {
+        case .hypercall:
             return serveHypercall(on: slot)
-        case let .msrWrite(XenABI.hypercallPageMSR, value) where xenEnabled:
+        case let .installHypercallPage(value):
             installHypercallPage(value, on: slot)
         case let .portIn(port, size, count):
             for index in 0..<count {
@@ -541,32 +542,17 @@ public final class Machine: Sendable {
             if let request = mmio.write(address, size: size, value: value), let outcome = serve(request, from: slot) {
                 return outcome
             }
-        case .interrupted:
-            break
-        case .shutdown:
-            return .tripleFault(vcpu: vcpu.id, registers: registerDump(vcpu))
-        case let .systemEvent(event):
-            switch event {
-            case .shutdown: return .guestStop(.powerOff(status: 0), vcpu: vcpu.id)
-            case .reset: return .guestStop(.reset(source: "KVM system event"), vcpu: vcpu.id)
-            case .crash: return .kvmFailure(vcpu: vcpu.id, what: "guest crash (KVM_SYSTEM_EVENT_CRASH)", registers: registerDump(vcpu))
-            case let .other(type): return .vmmError(vcpu: vcpu.id, message: "unexpected KVM system event \(type)")
-            }
-        case let .internalError(suberror, data):
-            let kind = [1: "emulation failure", 2: "exception while delivering an exception", 3: "event delivery failure",
-                        4: "unexpected exit reason"][Int(suberror)] ?? "suberror \(suberror)"
-            let detail = data.map { "0x" + String($0, radix: 16) }.joined(separator: " ")
-            return .kvmFailure(vcpu: vcpu.id, what: "KVM_EXIT_INTERNAL_ERROR: \(kind)\(detail.isEmpty ? "" : " [\(detail)]")",
-                               registers: registerDump(vcpu))
-        case let .failEntry(reason):
-            return .kvmFailure(vcpu: vcpu.id, what: "KVM_EXIT_FAIL_ENTRY: hardware entry failure reason 0x\(String(reason, radix: 16))",
-                               registers: registerDump(vcpu))
-        case .halt:
-            return .vmmError(vcpu: vcpu.id, message: "unexpected KVM_EXIT_HLT with an in-kernel LAPIC")
-        case .msrRead, .msrWrite:
+        case .refuseMSR:
             vcpu.completeMSR(fault: true)
-        case let .unknown(reason):
-            return .vmmError(vcpu: vcpu.id, message: "unexpected KVM exit reason \(reason)")
+        case .resume:
+            break
+        case let .stop(reason):
+            switch reason {
+            case let .guest(request): return .guestStop(request, vcpu: vcpu.id)
+            case .tripleFault: return .tripleFault(vcpu: vcpu.id, registers: registerDump(vcpu))
+            case let .kvmFailure(what): return .kvmFailure(vcpu: vcpu.id, what: what, registers: registerDump(vcpu))
+            case let .vmmError(message): return .vmmError(vcpu: vcpu.id, message: message)
+            }
         }
         return nil
     }

@@ -165,6 +165,17 @@ public final class Machine: Sendable {
                 logger: Logger = Logger(label: "swiftlet")) throws(MachineError) {
         self.configuration = configuration
         self.logger = logger
+        do throws(ConfigurationError) {
+            try ConfigurationRules.check(memoryBytes: configuration.memorySize, cpus: configuration.cpus,
+                                         bootCPU: configuration.bootCPU, mpTable: configuration.mpTable)
+        } catch {
+            let value = switch error.field {
+            case .memory: "\(configuration.memorySize >> 10)K"
+            case .cpus: "\(configuration.cpus)"
+            case .bootCPU: "\(configuration.bootCPU)"
+            }
+            throw .configuration("\(error.field.option) \(value): \(error.problem)")
+        }
         let image: KernelImage
         let selection: (BootProtocol, reason: String)
         do {
@@ -223,13 +234,6 @@ public final class Machine: Sendable {
             let limit = system.maxVCPUs
             guard (1...limit).contains(configuration.cpus) else {
                 throw MachineError.configuration("--cpus \(configuration.cpus) is out of range: this KVM allows 1 to \(limit)")
-            }
-            guard !configuration.mpTable || configuration.cpus <= MPTable.maxCPUs else {
-                throw MachineError.configuration(
-                    "--cpus \(configuration.cpus) needs --mptable off: an MP table describes at most \(MPTable.maxCPUs) vCPUs (8-bit xAPIC IDs)")
-            }
-            guard (0..<configuration.cpus).contains(configuration.bootCPU) else {
-                throw MachineError.configuration("--boot-cpu \(configuration.bootCPU) is out of range: use 0 to \(configuration.cpus - 1)")
             }
             vm = try system.createVM()
             try vm.setTSSAddress(Layout.kvmTSS)

@@ -93,20 +93,15 @@ struct Run: ParsableCommand {
             case .notASize: throw ValidationError("--memory \(memory): not a size; write a number with an optional unit K, M, G or T, e.g. 512M or 4G")
             }
         }
-        guard size.bytes >= MachineConfiguration.minimumMemory else {
-            throw ValidationError("--memory \(memory): at least 2M of guest RAM is needed")
-        }
-        guard size.bytes % 4096 == 0 else { throw ValidationError("--memory \(memory): must be a multiple of 4K") }
-        let hostBytes = UInt64(sysconf(Int32(_SC_PHYS_PAGES))) * UInt64(sysconf(Int32(_SC_PAGESIZE)))
-        guard size.bytes <= hostBytes else {
-            throw ValidationError("--memory \(memory): larger than this host's \(hostBytes >> 20) MiB of RAM")
-        }
-        guard cpus >= 1 else { throw ValidationError("--cpus \(cpus): at least one vCPU is needed") }
-        if mptable.isOn && cpus > MachineConfiguration.maxCPUsWithMPTable {
-            throw ValidationError("--cpus \(cpus): the MP table describes at most \(MachineConfiguration.maxCPUsWithMPTable) vCPUs; add --mptable off to use more")
-        }
-        guard bootCPU >= 0, bootCPU < cpus else {
-            throw ValidationError("--boot-cpu \(bootCPU): must be between 0 and \(cpus - 1) for --cpus \(cpus)")
+        do throws(ConfigurationError) {
+            try ConfigurationRules.check(memoryBytes: size.bytes, cpus: cpus, bootCPU: bootCPU, mpTable: mptable.isOn)
+        } catch {
+            let value = switch error.field {
+            case .memory: memory
+            case .cpus: String(cpus)
+            case .bootCPU: String(bootCPU)
+            }
+            throw ValidationError("\(error.field.option) \(value): \(error.problem)")
         }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level \(logLevel): use trace, debug, info, notice, warning, error or critical")

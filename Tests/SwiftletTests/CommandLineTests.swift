@@ -32,7 +32,7 @@ struct CommandLineTests {
         Case(arguments: ["run", "--cpus", "0"], status: 2,
              message: "swiftlet: --cpus 0: at least one vCPU is needed (see 'swiftlet help')"),
         Case(arguments: ["run", "--cpus", "2", "--boot-cpu", "2"], status: 2,
-             message: "swiftlet: --boot-cpu 2: must be between 0 and 1 for --cpus 2 (see 'swiftlet help')"),
+             message: "swiftlet: --boot-cpu 2: must be between 0 and 1 for 2 vCPUs (see 'swiftlet help')"),
         Case(arguments: ["run", "--boot", "efi"], status: 2,
              message: "swiftlet: The value 'efi' is invalid for '--boot <auto|pvh|multiboot|xen64|linux>'. Please provide one of 'auto', 'pvh', 'multiboot', 'xen64' or 'linux'. (see 'swiftlet help')"),
         Case(arguments: ["inspect"], status: 2,

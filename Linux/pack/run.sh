@@ -88,7 +88,7 @@ guest_boot() {
         "swiftlet-init: cmdline $cmdline" "${extra[@]}" "${end[@]}"
     if grep -qF "serio: i8042 KBD port at 0x60,0x64 irq 1" "$log" && grep -qF "input: AT Translated Set 2 keyboard" "$log"; then
         echo pass >> "$logs/results"; else echo "FAIL   $name: no i8042 keyboard found"; echo fail >> "$logs/results"; fi
-    local ups; ups=$(grep -c '"bringUp" : "initSIPI"' "$logs/$name.json" 2>/dev/null)
+    local ups; ups=$(grep -cE '"bringUp" ?: ?"INIT-SIPI"' "$logs/$name.json" 2>/dev/null)
     if [ "${ups:-0}" = $((cpus - 1)) ]; then echo pass >> "$logs/results"; else echo "FAIL   $name: ${ups:-0} APs brought up by INIT-SIPI, expected $((cpus - 1))"; echo fail >> "$logs/results"; fi
 }
 

@@ -121,7 +121,7 @@ struct LinuxGuestTests {
         for vcpu in vcpus {
             let id = vcpu["id"] as? Int ?? -1
             #expect(vcpu["boot"] as? Bool == (id == c.bootCPU))
-            #expect(vcpu["bringUp"] as? String == (id == c.bootCPU ? "boot" : "initSIPI"), "vCPU \(id)\n\(context)")
+            #expect(vcpu["bringUp"] as? String == (id == c.bootCPU ? "boot" : "INIT-SIPI"), "vCPU \(id)\n\(context)")
         }
     }
 }

@@ -33,7 +33,7 @@ config="$here/microvm-6.12.config"
 patches=()
 [ "$workarounds" = on ] && patches=("$here"/patches/emulated-kvm/*.patch)
 
-hold_lock kernel
+hold_lock "kernel-workarounds-$workarounds"
 version=$(candidate_version linux-source-6.12)
 [ -n "$version" ] || unavailable "apt knows no package linux-source-6.12 (run 'apt-get update' first)"
 key=$( { echo "linux-source-6.12 $version"; cat "$config"; for p in "${patches[@]}"; do cat "$p"; done; } \

@@ -44,7 +44,6 @@ struct DebianKernelTests {
             "Memory: ",
             "smp: Brought up 1 node, \(cpus) CPUs",
             "clocksource: Switched to clocksource kvm-clock",
-            "Trying to unpack rootfs image as initramfs...",
             "ttyS0 at I/O 0x3f8 (irq = 4, base_baud = 115200) is a 16550A",
             "Run /init as init process",
             "swiftlet-init: cpus online 0-\(cpus - 1), nproc \(cpus)",

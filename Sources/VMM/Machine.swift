@@ -157,6 +157,7 @@ public final class Machine: Sendable {
     let xenDomain = Mutex(XenDomainState())
     let watchdogWakeup = DispatchSemaphore(value: 0)
     let runStarted = Mutex<UInt64>(0)
+    let lifecycle = Mutex(VMLifecycle())
     /// Each vCPU's MP state when the machine was built, before any guest code ran.
     public let initialMPStates: [MPState?]
 
@@ -355,8 +356,12 @@ public final class Machine: Sendable {
     // MARK: Running
 
     /// Runs the VM until the guest stops it or an error occurs, then stops every vCPU thread and
-    /// joins it. Returns how the VM ended. Call once.
+    /// joins it. Returns how the VM ended. A second call is refused (the lifecycle has no way back).
     public func run() -> VMOutcome {
+        do throws(VMStateError) { try lifecycle.withLock { lifecycle throws(VMStateError) in try lifecycle.apply(.start) } } catch {
+            return .vmmError(vcpu: nil, message: "cannot run this machine: \(error)")
+        }
+        defer { lifecycle.withLock { try? $0.apply(.stop) } }
         KickSignal.ensureInstalled()
         runStarted.withLock { $0 = monotonicNanoseconds() }
         let input = configuration.forwardInput ? ConsoleInput() : nil
@@ -612,6 +617,9 @@ public final class Machine: Sendable {
         }.wait()
         try outcome.value.get()
     }
+
+    /// Where the VM is in its lifecycle (Not started, Running, Paused, Stopped).
+    public var state: VMState { lifecycle.withLock { $0.state } }
 
     /// CLOCK_MONOTONIC nanoseconds when `run()` started: the zero of every run-relative time.
     public var runStartMonotonicNanoseconds: UInt64 { runStarted.withLock { $0 } }

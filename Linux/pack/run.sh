@@ -164,7 +164,7 @@ if [ -z "$only" ] || [ "$only" = debian ]; then
         [ -f debian/vmlinux ] || { [ -f debian/vmlinux.xz ] && xz -dk debian/vmlinux.xz; }
         if [ $emulated = 1 ]; then
             debian_boot debian-vmlinux vmlinux "Memory: " > "$logs/out.d1" &
-            debian_boot debian-vmlinux-v1 vmlinux "smpboot: Allowing 2 CPUs" --cpu-template x86-64-v1 > "$logs/out.d2" &
+            debian_boot debian-vmlinux-v1 vmlinux "Memory: " --cpu-template x86-64-v1 > "$logs/out.d2" &
         else
             debian_boot debian-vmlinuz vmlinuz "" > "$logs/out.d1" &
             debian_boot debian-vmlinux vmlinux "" > "$logs/out.d2" &

@@ -31,6 +31,10 @@ public enum ConfigurationField: String, Sendable, CaseIterable {
 public struct ConfigurationError: Error, Equatable, Sendable {
     public let field: ConfigurationField
     public let problem: String
+
+    /// The one-line message for the command line: `--cpus 0: at least one vCPU is needed`, with
+    /// `value` as the user wrote it.
+    public func commandLineMessage(value: String) -> String { "\(field.option) \(value): \(problem)" }
 }
 
 /// The checks every configuration passes before a VM is built, whatever front end it came from.

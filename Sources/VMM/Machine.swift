@@ -175,7 +175,7 @@ public final class Machine: Sendable {
             case .cpus: "\(configuration.cpus)"
             case .bootCPU: "\(configuration.bootCPU)"
             }
-            throw .configuration("\(error.field.option) \(value): \(error.problem)")
+            throw .configuration(error.commandLineMessage(value: value))
         }
         let image: KernelImage
         let selection: (BootProtocol, reason: String)

@@ -101,7 +101,7 @@ struct Run: ParsableCommand {
             case .cpus: String(cpus)
             case .bootCPU: String(bootCPU)
             }
-            throw ValidationError("\(error.field.option) \(value): \(error.problem)")
+            throw ValidationError(error.commandLineMessage(value: value))
         }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level \(logLevel): use trace, debug, info, notice, warning, error or critical")

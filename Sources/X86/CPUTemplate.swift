@@ -456,9 +456,9 @@ extension CPUTemplate {
     /// the host's smaller set. `x86-64-v1` also suits a KVM whose instruction emulator lacks
     /// `lock cmpxchg16b`, `xrstor` or `popcnt`.
     public static let builtIns: [(name: String, summary: String, json: String)] = [
-        ("x86-64-v1", "baseline x86-64: no SSE3 and later, no CMPXCHG16B, POPCNT or XSAVE", x86_64_v1),
-        ("x86-64-v2", "x86-64-v1 and SSE3 to SSE4.2, POPCNT, CMPXCHG16B, LAHF/SAHF; no XSAVE or AVX", x86_64_v2),
-        ("x86-64-v3", "x86-64-v2 and XSAVE, AVX, AVX2, FMA, F16C, BMI1/2, LZCNT, MOVBE; no AVX-512", x86_64_v3),
+        ("x86-64-v1", "baseline x86-64: no SSE3 and later, no CMPXCHG16B, POPCNT or XSAVE", levelJSON(1)),
+        ("x86-64-v2", "x86-64-v1 and SSE3 to SSE4.2, POPCNT, CMPXCHG16B, LAHF/SAHF; no XSAVE or AVX", levelJSON(2)),
+        ("x86-64-v3", "x86-64-v2 and XSAVE, AVX, AVX2, FMA, F16C, BMI1/2, LZCNT, MOVBE; no AVX-512", levelJSON(3)),
     ]
 
     public static var builtInNames: [String] { builtIns.map(\.name) }
@@ -469,99 +469,61 @@ extension CPUTemplate {
         return try CPUTemplate(json: Array(entry.json.utf8), source: name)
     }
 
-    static let x86_64_v1 = """
-        {
-          "cpuid_modifiers": [
-            {"leaf": "0x1", "subleaf": "0x0", "flags": 0, "modifiers": [
-              {"register": "ecx", "bitmap": "0bx000000x00x00xxxxx00xx0xxxxxxx00"}
-            ]},
-            {"leaf": "0x7", "subleaf": "0x0", "flags": 1, "modifiers": [
-              {"register": "ebx", "bitmap": "0b000000x00x0x0000x0xx0xx0xx000xxx"},
-              {"register": "ecx", "bitmap": "0bxx000x0x00xxxxxxx0x0000000000x00"},
-              {"register": "edx", "bitmap": "0bxxxxxx0000x0xxx0x0xxxxx0xx0x00xx"}
-            ]},
-            {"leaf": "0x7", "subleaf": "0x1", "flags": 1, "modifiers": [
-              {"register": "eax", "bitmap": "0bxxxxxxxx0x0xxxxxxxxxxxxx0x000000"},
-              {"register": "edx", "bitmap": "0bxxxxxxxxxx0x0xxxx0xxx0x0xx00xxxx"}
-            ]},
-            {"leaf": "0xd", "subleaf": "0x0", "flags": 1, "modifiers": [
-              {"register": "eax", "bitmap": "0b000000000000000000000000000000xx"},
-              {"register": "edx", "bitmap": "0b00000000000000000000000000000000"}
-            ]},
-            {"leaf": "0xd", "subleaf": "0x1", "flags": 1, "modifiers": [
-              {"register": "eax", "bitmap": "0b00000000000000000000000000000000"},
-              {"register": "ecx", "bitmap": "0b00000000000000000000000000000000"},
-              {"register": "edx", "bitmap": "0b00000000000000000000000000000000"}
-            ]},
-            {"leaf": "0x80000001", "subleaf": "0x0", "flags": 0, "modifiers": [
-              {"register": "ecx", "bitmap": "0bxxxxxxxxxx0xxxx00xxx0xx0x00xxxx0"},
-              {"register": "edx", "bitmap": "0b00xxxxxxx0xxxxxxxxxxxxxxxxxxxxxx"}
-            ]}
-          ]
-        }
-        """
+    /// One register the built-ins modify: its bitmap at `x86-64-v3`, and the feature bits that
+    /// `x86-64-v2` hides besides (v3's own) and that `x86-64-v1` hides besides (v2's own).
+    struct LevelRegister {
+        let leaf: String, subleaf: String, flags: Int, register: String
+        let v3Bitmap: String
+        var v3Features: [Int] = []
+        var v2Features: [Int] = []
+    }
 
-    static let x86_64_v2 = """
-        {
-          "cpuid_modifiers": [
-            {"leaf": "0x1", "subleaf": "0x0", "flags": 0, "modifiers": [
-              {"register": "ecx", "bitmap": "0bx000000xx0xxxxxxxxx0xxxxxxxxxx0x"}
-            ]},
-            {"leaf": "0x7", "subleaf": "0x0", "flags": 1, "modifiers": [
-              {"register": "ebx", "bitmap": "0b000000x00x0x0000x0xx0xx0xx000xxx"},
-              {"register": "ecx", "bitmap": "0bxx000x0x00xxxxxxx0x0000000000x00"},
-              {"register": "edx", "bitmap": "0bxxxxxx0000x0xxx0x0xxxxx0xx0x00xx"}
-            ]},
-            {"leaf": "0x7", "subleaf": "0x1", "flags": 1, "modifiers": [
-              {"register": "eax", "bitmap": "0bxxxxxxxx0x0xxxxxxxxxxxxx0x000000"},
-              {"register": "edx", "bitmap": "0bxxxxxxxxxx0x0xxxx0xxx0x0xx00xxxx"}
-            ]},
-            {"leaf": "0xd", "subleaf": "0x0", "flags": 1, "modifiers": [
-              {"register": "eax", "bitmap": "0b000000000000000000000000000000xx"},
-              {"register": "edx", "bitmap": "0b00000000000000000000000000000000"}
-            ]},
-            {"leaf": "0xd", "subleaf": "0x1", "flags": 1, "modifiers": [
-              {"register": "eax", "bitmap": "0b00000000000000000000000000000000"},
-              {"register": "ecx", "bitmap": "0b00000000000000000000000000000000"},
-              {"register": "edx", "bitmap": "0b00000000000000000000000000000000"}
-            ]},
-            {"leaf": "0x80000001", "subleaf": "0x0", "flags": 0, "modifiers": [
-              {"register": "ecx", "bitmap": "0bxxxxxxxxxx0xxxx00xxx0xx0x00xxxxx"},
-              {"register": "edx", "bitmap": "0b00xxxxxxx0xxxxxxxxxxxxxxxxxxxxxx"}
-            ]}
-          ]
-        }
-        """
+    static let levelRegisters: [LevelRegister] = [
+        // v3: FMA 12, MOVBE 22, XSAVE 26, OSXSAVE 27, AVX 28, F16C 29; v2: SSE3 0, SSSE3 9, CX16 13,
+        // SSE4.1 19, SSE4.2 20, POPCNT 23.
+        LevelRegister(leaf: "0x1", subleaf: "0x0", flags: 0, register: "ecx", v3Bitmap: "x0xxxx0xxxxxxxxxxxxxxxxxxxxxxx0x",
+                      v3Features: [12, 22, 26, 27, 28, 29], v2Features: [0, 9, 13, 19, 20, 23]),
+        // v3: BMI1 3, AVX2 5, BMI2 8.
+        LevelRegister(leaf: "0x7", subleaf: "0x0", flags: 1, register: "ebx", v3Bitmap: "000000x00x0x0000x0xx0xxxxxx0xxxx",
+                      v3Features: [3, 5, 8]),
+        LevelRegister(leaf: "0x7", subleaf: "0x0", flags: 1, register: "ecx", v3Bitmap: "xx000x0x00xxxxxxx0x0000000000x00"),
+        LevelRegister(leaf: "0x7", subleaf: "0x0", flags: 1, register: "edx", v3Bitmap: "xxxxxx0000x0xxx0x0xxxxx0xx0x00xx"),
+        LevelRegister(leaf: "0x7", subleaf: "0x1", flags: 1, register: "eax", v3Bitmap: "xxxxxxxx0x0xxxxxxxxxxxxx0x000000"),
+        LevelRegister(leaf: "0x7", subleaf: "0x1", flags: 1, register: "edx", v3Bitmap: "xxxxxxxxxx0x0xxxx0xxx0x0xx00xxxx"),
+        // v3: AVX state (XCR0 bit 2).
+        LevelRegister(leaf: "0xd", subleaf: "0x0", flags: 1, register: "eax", v3Bitmap: "00000000000000000000000000000xxx",
+                      v3Features: [2]),
+        LevelRegister(leaf: "0xd", subleaf: "0x0", flags: 1, register: "edx", v3Bitmap: "00000000000000000000000000000000"),
+        // v3: XSAVEOPT 0.
+        LevelRegister(leaf: "0xd", subleaf: "0x1", flags: 1, register: "eax", v3Bitmap: "0000000000000000000000000000000x",
+                      v3Features: [0]),
+        LevelRegister(leaf: "0xd", subleaf: "0x1", flags: 1, register: "ecx", v3Bitmap: "00000000000000000000000000000000"),
+        LevelRegister(leaf: "0xd", subleaf: "0x1", flags: 1, register: "edx", v3Bitmap: "00000000000000000000000000000000"),
+        // v3: LZCNT 5; v2: LAHF/SAHF 0.
+        LevelRegister(leaf: "0x80000001", subleaf: "0x0", flags: 0, register: "ecx", v3Bitmap: "xxxxxxxxxx0xxxx00xxx0xx0x0xxxxxx",
+                      v3Features: [5], v2Features: [0]),
+        LevelRegister(leaf: "0x80000001", subleaf: "0x0", flags: 0, register: "edx", v3Bitmap: "00xxxxxxx0xxxxxxxxxxxxxxxxxxxxxx"),
+    ]
 
-    static let x86_64_v3 = """
-        {
-          "cpuid_modifiers": [
-            {"leaf": "0x1", "subleaf": "0x0", "flags": 0, "modifiers": [
-              {"register": "ecx", "bitmap": "0bx0xxxx0xxxxxxxxxxxxxxxxxxxxxxx0x"}
-            ]},
-            {"leaf": "0x7", "subleaf": "0x0", "flags": 1, "modifiers": [
-              {"register": "ebx", "bitmap": "0b000000x00x0x0000x0xx0xxxxxx0xxxx"},
-              {"register": "ecx", "bitmap": "0bxx000x0x00xxxxxxx0x0000000000x00"},
-              {"register": "edx", "bitmap": "0bxxxxxx0000x0xxx0x0xxxxx0xx0x00xx"}
-            ]},
-            {"leaf": "0x7", "subleaf": "0x1", "flags": 1, "modifiers": [
-              {"register": "eax", "bitmap": "0bxxxxxxxx0x0xxxxxxxxxxxxx0x000000"},
-              {"register": "edx", "bitmap": "0bxxxxxxxxxx0x0xxxx0xxx0x0xx00xxxx"}
-            ]},
-            {"leaf": "0xd", "subleaf": "0x0", "flags": 1, "modifiers": [
-              {"register": "eax", "bitmap": "0b00000000000000000000000000000xxx"},
-              {"register": "edx", "bitmap": "0b00000000000000000000000000000000"}
-            ]},
-            {"leaf": "0xd", "subleaf": "0x1", "flags": 1, "modifiers": [
-              {"register": "eax", "bitmap": "0b0000000000000000000000000000000x"},
-              {"register": "ecx", "bitmap": "0b00000000000000000000000000000000"},
-              {"register": "edx", "bitmap": "0b00000000000000000000000000000000"}
-            ]},
-            {"leaf": "0x80000001", "subleaf": "0x0", "flags": 0, "modifiers": [
-              {"register": "ecx", "bitmap": "0bxxxxxxxxxx0xxxx00xxx0xx0x0xxxxxx"},
-              {"register": "edx", "bitmap": "0b00xxxxxxx0xxxxxxxxxxxxxxxxxxxxxx"}
-            ]}
-          ]
+    /// The built-in for psABI level `level` (1 to 3) as template JSON: `--cpu-template help`
+    /// prints it, and it is read like any file.
+    static func levelJSON(_ level: Int) -> String {
+        func bitmap(_ register: LevelRegister) -> String {
+            var bits = Array(register.v3Bitmap)
+            let hidden = (level < 3 ? register.v3Features : []) + (level < 2 ? register.v2Features : [])
+            for bit in hidden { bits[bits.count - 1 - bit] = "0" }
+            return "0b" + String(bits)
         }
-        """
+        var leaves: [String] = []
+        var index = 0
+        while index < levelRegisters.count {
+            let first = levelRegisters[index]
+            let group = levelRegisters[index...].prefix { $0.leaf == first.leaf && $0.subleaf == first.subleaf }
+            let modifiers = group.map { #"      {"register": "\#($0.register)", "bitmap": "\#(bitmap($0))"}"# }
+            leaves.append(#"    {"leaf": "\#(first.leaf)", "subleaf": "\#(first.subleaf)", "flags": \#(first.flags), "modifiers": ["#
+                          + "\n" + modifiers.joined(separator: ",\n") + "\n    ]}")
+            index += group.count
+        }
+        return "{\n  \"cpuid_modifiers\": [\n" + leaves.joined(separator: ",\n") + "\n  ]\n}"
+    }
 }

@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Layers depend one way, top to bottom:
-//   swiftlet -> VMM -> Devices, Hypercalls, X86 -> Loader -> GuestMemory;  X86, VMM -> KVM -> CKVM
+//   swiftlet -> API -> VMM -> Devices, Hypercalls, X86 -> Loader -> GuestMemory;  X86, VMM -> KVM -> CKVM
 let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
 
 let package = Package(
@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
     ],
     targets: [
         .target(name: "CKVM"),
@@ -29,7 +30,9 @@ let package = Package(
         .target(name: "Loader", dependencies: [
             "GuestMemory", .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: strict),
-        .target(name: "X86", dependencies: ["KVM", "GuestMemory", "Loader"], swiftSettings: strict),
+        // Strict JSON syntax (RFC 8259, positions in errors) for CPU templates, the API and config files.
+        .target(name: "JSON", swiftSettings: strict),
+        .target(name: "X86", dependencies: ["KVM", "GuestMemory", "Loader", "JSON"], swiftSettings: strict),
         .target(name: "Devices", dependencies: [
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
@@ -40,8 +43,17 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: strict),
+        // The HTTP control plane (Firecracker's API over a Unix socket): routing and bodies are pure
+        // (APIRouter), the NIO server is a thin shell around them.
+        .target(name: "API", dependencies: [
+            "VMM", "Loader", "X86", "JSON",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
         .executableTarget(name: "swiftlet", dependencies: [
-            "VMM", "Loader", "DemoGuest",
+            "VMM", "API", "Loader", "DemoGuest",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
@@ -58,11 +70,12 @@ let package = Package(
         .executableTarget(name: "FuzzHypercalls", dependencies: ["FuzzTargets"], swiftSettings: strict),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "GuestMemory"]),
-        .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "Loader", "KVM"]),
+        .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "Loader", "KVM", "JSON"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CKVM", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Devices", "Hypercalls"]),
+        .testTarget(name: "APITests", dependencies: ["API", "VMM", "KVM", "JSON"]),
         .testTarget(name: "SwiftletTests", dependencies: ["Loader", "DemoGuest", "VMM", "KVM"]),
         .testTarget(name: "FuzzTests", dependencies: ["FuzzTargets", "Loader", "Hypercalls"]),
     ],

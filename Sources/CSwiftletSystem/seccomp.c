@@ -24,8 +24,20 @@ static const int allowed[] = {
     SYS_rseq, SYS_set_robust_list,   // what glibc does as a thread that was created just before starts
 };
 
+// What the API server (SwiftNIO's epoll loop on a Unix socket) needs on top: accepting and
+// serving connections on the socket made before the filter, its timers and wake-ups, and
+// removing the socket at exit. Still no new sockets, connections out, processes or threads.
+static const int api_allowed[] = {
+    SYS_accept, SYS_accept4, SYS_recvfrom, SYS_recvmsg, SYS_sendto, SYS_sendmsg, SYS_shutdown,
+    SYS_getsockopt, SYS_setsockopt, SYS_getsockname, SYS_getpeername, SYS_readv,
+    SYS_epoll_wait, SYS_epoll_pwait, SYS_epoll_ctl, SYS_timerfd_settime, SYS_timerfd_gettime,
+    SYS_unlink, SYS_unlinkat,
+};
+
 int cswiftlet_seccomp_allowed_count(void) { return (int)(sizeof allowed / sizeof allowed[0]); }
 int cswiftlet_seccomp_allowed_at(int index) { return allowed[index]; }
+int cswiftlet_seccomp_api_allowed_count(void) { return (int)(sizeof api_allowed / sizeof api_allowed[0]); }
+int cswiftlet_seccomp_api_allowed_at(int index) { return api_allowed[index]; }
 
 static void on_sigsys(int signal, siginfo_t *info, void *context) {
     (void)signal; (void)context;
@@ -66,7 +78,7 @@ int cswiftlet_sanitized_build(void) {
 #endif
 }
 
-int cswiftlet_seccomp_install(void) {
+int cswiftlet_seccomp_install(int serve_api) {
     struct sigaction action;
     memset(&action, 0, sizeof action);
     action.sa_sigaction = on_sigsys;
@@ -74,11 +86,15 @@ int cswiftlet_seccomp_install(void) {
     if (sigaction(SIGSYS, &action, NULL) != 0) return -errno;
     cswiftlet_unblock_sigsys();
 
-    enum { count = sizeof allowed / sizeof allowed[0] };
+    enum { base_count = sizeof allowed / sizeof allowed[0], api_count = sizeof api_allowed / sizeof api_allowed[0] };
+    const int count = base_count + (serve_api ? api_count : 0);
+    int calls[base_count + api_count];
+    for (int k = 0; k < base_count; k++) calls[k] = allowed[k];
+    for (int k = 0; serve_api && k < api_count; k++) calls[base_count + k] = api_allowed[k];
     // Layout: [0-4] architecture and x32 checks, [5-7] prctl(PR_SET_NAME) only (threads name
     // themselves as they start), [8, 8 + count) one test per allowed call, then TRAP (everything
     // else) and ALLOW (where every match jumps). A jump's offset counts from the next instruction.
-    struct sock_filter program[count + 10];
+    struct sock_filter program[base_count + api_count + 10];
     int i = 0;
     // Anything but x86-64 (the i386 entry point included) is killed outright.
     program[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
@@ -90,7 +106,7 @@ int cswiftlet_seccomp_install(void) {
     program[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0]));
     program[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, PR_SET_NAME, count + 1, count);
     for (int k = 0; k < count; k++) {
-        program[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)allowed[k], (unsigned char)(count - k), 0);
+        program[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)calls[k], (unsigned char)(count - k), 0);
     }
     program[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP);
     program[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);

@@ -41,6 +41,8 @@ public struct MachineConfiguration: Sendable {
     public var cpuTemplate: CPUTemplate?
     /// Install the syscall filter once the vCPU threads run (the CLI's default; off in-process).
     public var seccomp = false
+    /// The process serves the API: the filter lets its connections through.
+    public var serveAPI = false
     /// After installing the filter, make a forbidden call (tests: the VMM must die with a message).
     public var probeForbiddenSyscall = false
     /// Forward standard input to the serial port.
@@ -91,6 +93,19 @@ public struct Checkpoint: Sendable, Equatable {
     /// Nanoseconds from the start of `run()`, on the clock of `VCPUStatus.firstExitNanoseconds`.
     public var atNanoseconds: UInt64
     public var states: [VCPUStatus]
+}
+
+/// A refused per-vCPU pause or resume.
+public enum VCPUControlError: Error, Equatable, CustomStringConvertible {
+    case noSuchVCPU(Int, count: Int)
+    case state(VCPURunStateError)
+
+    public var description: String {
+        switch self {
+        case let .noSuchVCPU(id, count): "no vCPU \(id): this VM has vCPUs 0 to \(count - 1)"
+        case let .state(error): error.description
+        }
+    }
 }
 
 /// A refused `setMPState`.
@@ -149,6 +164,8 @@ public final class Machine: Sendable {
     let ports: Bus
     let mmio: Bus
     let serial: Serial16550
+    /// The i8042 with its AT keyboard (Ctrl-Alt-Del reaches the guest through it).
+    let keyboard: I8042
     let logger: Logger
     let stopState = Mutex<VMOutcome?>(nil)
     let slots: [VCPUSlot]
@@ -286,15 +303,16 @@ public final class Machine: Sendable {
         serial = Serial16550(output: configuration.serialOutput, interruptLine: { high in
             try? vmForIRQ.setInterruptLine(Serial16550.com1IRQ, high: high)
         })
+        keyboard = I8042(keyboardInterruptLine: { high in
+            try? vmForIRQ.setInterruptLine(I8042.keyboardIRQ, high: high)
+        })
         do {
             var portDevices: [(base: UInt64, length: UInt64, device: any BusDevice)] = [
                 (Serial16550.com1Port, Serial16550.registerCount, serial),
                 (DebugExitPort.defaultPort, DebugExitPort.width, DebugExitPort()),
                 (PowerOffPort.defaultPort, PowerOffPort.width, PowerOffPort()),
                 (CheckpointPort.defaultPort, CheckpointPort.width, CheckpointPort()),
-                (I8042.dataPort, I8042.commandPort - I8042.dataPort + 1, I8042(keyboardInterruptLine: { high in
-                    try? vmForIRQ.setInterruptLine(I8042.keyboardIRQ, high: high)
-                })),
+                (I8042.dataPort, I8042.commandPort - I8042.dataPort + 1, keyboard),
                 (FirmwareConfig.selectorPort, FirmwareConfig.width, FirmwareConfig(items: FirmwareConfig.items(
                     cpus: configuration.cpus, ramBytes: configuration.memorySize, commandLine: guestCommandLine))),
             ]
@@ -373,11 +391,11 @@ public final class Machine: Sendable {
                     KickSignal.unblockOnCurrentThread()
                     slot.attach(NativeThread.current())
                     runLoop(slot)
-                    slot.detach()
+                    slot.detach { serve($0, on: slot) }
                 })
             } catch {
                 stop(.vmmError(vcpu: slot.vcpu.id, message: error.description))
-                slot.detach()
+                slot.detach { serve($0, on: slot) }
             }
         }
         do { try input?.start(into: serial) } catch { stop(.vmmError(vcpu: nil, message: error.description)) }
@@ -386,7 +404,7 @@ public final class Machine: Sendable {
             logger.notice("seccomp filter not installed: this is a sanitizer build")
         } else if configuration.seccomp {
             do {
-                try SyscallFilter.install()
+                try SyscallFilter.install(serveAPI: configuration.serveAPI)
                 logger.debug("seccomp filter installed", metadata: ["allowed": "\(SyscallFilter.allowed.count) calls"])
             } catch {
                 stop(.vmmError(vcpu: nil, message: error.description))
@@ -414,6 +432,8 @@ public final class Machine: Sendable {
             let exits = slots.reduce(0) { $0 + $1.counters.withLock { $0.total } }
             defer { lastExits = exits }
             guard exits == lastExits else { continue }
+            // A paused vCPU makes no exits by design; the VMM, not the guest, holds it.
+            guard !slots.contains(where: { $0.runState == .paused }) else { continue }
             let states = status()
             guard Self.canNeverRun(states, down: slots.map { $0.xen.withLock { $0.down } }) else { continue }
             let summary = states.map { "vCPU \($0.id) \($0.mpState?.description ?? "?")" }.joined(separator: ", ")
@@ -465,22 +485,16 @@ public final class Machine: Sendable {
     /// `KVM_MSR_EXIT_REASON_INVAL` and `_UNKNOWN`.
     static let msrExitInvalid: UInt64 = 1 << 0, msrExitUnknown: UInt64 = 1 << 1
 
-    /// Holds a vCPU taken down by `VCPUOP_down` out of `KVM_RUN`, serving requests, until it
-    /// is brought up again or the VM stops.
-    private func park(_ slot: VCPUSlot) {
-        while slot.parked.load(ordering: .acquiring) && !isStopping {
-            _ = slot.wakeup.wait(timeout: .now() + .milliseconds(20))
-            slot.serve()
-        }
-    }
-
+    /// The vCPU's loop: enter the guest, serve the exit, serve events between runs; hold while
+    /// paused or parked (`VCPUOP_down`), waiting on the slot's semaphore only.
     private func runLoop(_ slot: VCPUSlot) {
         let vcpu = slot.vcpu
         let start = runStarted.withLock { $0 }
         var started = slot.xen.withLock { $0.bringUp != nil }
         while !isStopping {
-            if slot.parked.load(ordering: .acquiring) {
-                park(slot)
+            if slot.runState == .paused || slot.parked.load(ordering: .acquiring) {
+                slot.wakeup.wait()
+                serveEvents(slot)
                 continue
             }
             let exit: VCPUExit
@@ -489,13 +503,18 @@ public final class Machine: Sendable {
                 return
             }
             if case .interrupted = exit {
-                // A kick. Clear immediate_exit first, then serve the queue: a request queued after
+                // A kick. Clear immediate_exit first, then serve the queue: an event queued after
                 // the clear sets the flag again, so the next KVM_RUN returns at once and serves
-                // it. (Serving first would let the clear swallow that request's kick, leaving a
+                // it. (Serving first would let the clear swallow that event's kick, leaving a
                 // parked AP blocked in KVM_RUN with its request unserved.) The loop condition is
-                // checked after the clear, so no stop is lost either.
+                // checked after the clear, so no stop is lost either. KVM completes a pending
+                // port or MMIO access before it honours immediate_exit, so a vCPU that pauses
+                // here has consistent registers.
                 vcpu.setImmediateExit(false)
-                slot.serve()
+                if let outcome = serveEvents(slot) {
+                    stop(outcome)
+                    return
+                }
                 continue
             }
             let now = monotonicNanoseconds() - start
@@ -512,6 +531,94 @@ public final class Machine: Sendable {
                 return
             }
         }
+    }
+
+    /// Serves the slot's queued events on its own thread, at the top of its run loop. A pause
+    /// takes effect once the vCPU has been through `KVM_RUN` with `immediate_exit` set (see
+    /// `settle`). Returns an outcome if settling ended the VM.
+    @discardableResult
+    private func serveEvents(_ slot: VCPUSlot) -> VMOutcome? {
+        for event in slot.takeEvents(controlToo: true) { serve(event, on: slot) }
+        let pauseReply = slot.control.withLock { c -> Reply<Result<Void, VCPURunStateError>>? in
+            defer { c.pauseReply = nil }
+            return c.pauseReply
+        }
+        guard let pauseReply else { return nil }
+        let outcome = settle(slot)
+        slot.control.withLock { $0.runState = outcome == nil ? .paused : $0.runState }
+        pauseReply.send(outcome == nil ? .success(()) : .failure(VCPURunStateError(vcpu: slot.vcpu.id, action: .pause, state: .stopped)))
+        return outcome
+    }
+
+    /// Re-enters `KVM_RUN` with `immediate_exit` set until it returns without running the guest:
+    /// KVM first completes a port or MMIO access still in flight (a parked vCPU's hypercall, say;
+    /// a string I/O may need more than one round), so the registers are consistent afterwards.
+    private func settle(_ slot: VCPUSlot) -> VMOutcome? {
+        let vcpu = slot.vcpu
+        vcpu.setImmediateExit(true)
+        defer { vcpu.setImmediateExit(false) }
+        while true {
+            let exit: VCPUExit
+            do { exit = try vcpu.run() } catch { return .vmmError(vcpu: vcpu.id, message: error.description) }
+            if case .interrupted = exit { return nil }
+            slot.record(exit, at: runNanoseconds())
+            if let outcome = handle(exit, on: slot) { return outcome }
+        }
+    }
+
+    /// One event, on the thread that owns the vCPU (its own, or the caller's when none runs it).
+    private func serve(_ event: VCPUEvent, on slot: VCPUSlot) {
+        let vcpu = slot.vcpu
+        switch event {
+        case let .readStatus(reply):
+            let regs = try? vcpu.registers()
+            reply.send(VCPURegisterSnapshot(mpState: (try? vcpu.mpState()) ?? nil, rip: regs?.rip, rflags: regs?.rflags))
+        case let .setMPState(state, reply):
+            do throws(KVMError) {
+                let current = try vcpu.mpState()
+                if MPStateRules.allows(from: current, to: state) {
+                    try vcpu.setMPState(state)
+                    reply.send(.success(()))
+                } else {
+                    reply.send(.failure(.invalidTransition(vcpu: vcpu.id, from: current, to: state)))
+                }
+            } catch {
+                reply.send(.failure(.kvm(error)))
+            }
+        case let .start(state):
+            do throws(KVMError) {
+                try vcpu.setRegisters(state.registers)
+                var sregs = try vcpu.specialRegisters()
+                state.apply(to: &sregs)
+                try vcpu.setSpecialRegisters(sregs)
+                try vcpu.setMPState(.runnable)
+            } catch {
+                logger.error("VCPUOP_up failed", metadata: ["vcpu": "\(vcpu.id)", "error": "\(error)"])
+            }
+        case let .pause(reply):
+            slot.control.withLock { c in
+                do throws(VCPURunStateError) {
+                    if c.pauseReply != nil { throw VCPURunStateError(vcpu: vcpu.id, action: .pause, state: .paused) }
+                    _ = try VCPURunRules.next(after: .pause, from: c.runState, vcpu: vcpu.id)
+                    c.pauseReply = reply   // answered by serveEvents once held
+                } catch {
+                    reply.send(.failure(error))
+                }
+            }
+        case let .resume(reply):
+            let result = slot.control.withLock { c -> Result<Void, VCPURunStateError> in
+                do throws(VCPURunStateError) {
+                    c.runState = try VCPURunRules.next(after: .resume, from: c.runState, vcpu: vcpu.id)
+                    return .success(())
+                } catch { return .failure(error) }
+            }
+            reply.send(result)
+        }
+    }
+
+    /// Hands `event` to the vCPU's thread, or serves it here when no thread runs the vCPU.
+    func deliver(_ event: VCPUEvent, to slot: VCPUSlot) {
+        if !slot.post(event) { serve(event, on: slot) }
     }
 
     /// A device's request: checkpoints are served here, everything else stops the VM.
@@ -572,26 +679,24 @@ public final class Machine: Sendable {
     public func status() -> [VCPUStatus] { status(servingOwnQueue: nil) }
 
     /// `own` is the calling vCPU's slot when a vCPU thread asks: it reads itself directly and
-    /// keeps serving its own queue while it waits, so two vCPUs asking at once cannot deadlock.
+    /// keeps serving its own (non-control) events while it waits, so two vCPUs asking at once
+    /// cannot deadlock.
     func status(servingOwnQueue own: VCPUSlot?) -> [VCPUStatus] {
-        let results = slots.map { _ in Locked<(MPState?, UInt64?, UInt64?)>((nil, nil, nil)) }
-        var waits: [DispatchSemaphore] = []
-        for (index, slot) in slots.enumerated() {
-            let read: @Sendable (VCPU) -> Void = { vcpu in
-                let regs = try? vcpu.registers()
-                results[index].value = ((try? vcpu.mpState()) ?? nil, regs?.rip, regs?.rflags)
-            }
-            if slot === own { read(slot.vcpu) } else { waits.append(slot.submit(read)) }
+        let replies = slots.map { slot -> Reply<VCPURegisterSnapshot> in
+            let reply = Reply<VCPURegisterSnapshot>()
+            if slot === own { serve(.readStatus(reply), on: slot) } else { deliver(.readStatus(reply), to: slot) }
+            return reply
         }
-        for wait in waits {
-            while wait.wait(timeout: .now() + .milliseconds(1)) == .timedOut { own?.serve() }
+        let serveOwn = { [self] in
+            if let own { for event in own.takeEvents(controlToo: false) { serve(event, on: own) } }
         }
         return slots.enumerated().map { index, slot in
+            let registers = replies[index].wait(meanwhile: serveOwn)
             let counters = slot.counters.withLock { $0 }
-            let (state, rip, rflags) = results[index].value
-            return VCPUStatus(id: slot.vcpu.id, mpState: state, rip: rip, rflags: rflags, lastExit: counters.lastExit,
-                              exitCounts: counters.exitCounts, firstExitNanoseconds: counters.firstExit,
-                              xen: slot.xen.withLock { $0 })
+            return VCPUStatus(id: slot.vcpu.id, mpState: registers.mpState, rip: registers.rip, rflags: registers.rflags,
+                              lastExit: counters.lastExit, exitCounts: counters.exitCounts,
+                              firstExitNanoseconds: counters.firstExit, xen: slot.xen.withLock { $0 },
+                              runState: slot.runState)
         }
     }
 
@@ -599,24 +704,69 @@ public final class Machine: Sendable {
     /// initialization protocol does not have (`MPStateRules`).
     public func setMPState(_ state: MPState, vcpu id: Int) throws(MPStateError) {
         guard slots.indices.contains(id) else { throw .noSuchVCPU(id, count: slots.count) }
-        let outcome = Locked<Result<Void, MPStateError>>(.success(()))
-        slots[id].submit { vcpu in
-            let result: Result<Void, MPStateError>
-            do throws(KVMError) {
-                let current = try vcpu.mpState()
-                if MPStateRules.allows(from: current, to: state) {
-                    try vcpu.setMPState(state)
-                    result = .success(())
-                } else {
-                    result = .failure(.invalidTransition(vcpu: id, from: current, to: state))
-                }
-            } catch {
-                result = .failure(.kvm(error))
-            }
-            outcome.value = result
-        }.wait()
-        try outcome.value.get()
+        let reply = Reply<Result<Void, MPStateError>>()
+        deliver(.setMPState(state, reply), to: slots[id])
+        try reply.wait().get()
     }
+
+    // MARK: Pause and resume
+
+    /// Pauses every vCPU and returns once each is held out of the guest with its in-flight
+    /// access completed. Refused unless the VM is running.
+    public func pause() throws(VMStateError) {
+        try lifecycle.withLock { lifecycle throws(VMStateError) in try lifecycle.apply(.pause) }
+        for slot in slots where slot.runState == .running {
+            _ = pauseVCPU(slot)
+        }
+    }
+
+    /// Resumes every vCPU (those paused one by one too). Refused unless the VM is paused.
+    public func resume() throws(VMStateError) {
+        try lifecycle.withLock { lifecycle throws(VMStateError) in try lifecycle.apply(.resume) }
+        for slot in slots where slot.runState == .paused { _ = resumeVCPU(slot) }
+    }
+
+    /// Pauses one vCPU while the others run.
+    public func pause(vcpu id: Int) throws(VCPUControlError) {
+        let slot = try controllableSlot(id)
+        try pauseVCPU(slot).mapError(VCPUControlError.state).get()
+    }
+
+    /// Resumes one paused vCPU.
+    public func resume(vcpu id: Int) throws(VCPUControlError) {
+        let slot = try controllableSlot(id)
+        try resumeVCPU(slot).mapError(VCPUControlError.state).get()
+        // A VM paused as a whole counts as running again once every vCPU runs.
+        lifecycle.withLock { lifecycle in
+            if lifecycle.state == .paused, !slots.contains(where: { $0.runState == .paused }) { try? lifecycle.apply(.resume) }
+        }
+    }
+
+    private func controllableSlot(_ id: Int) throws(VCPUControlError) -> VCPUSlot {
+        guard slots.indices.contains(id) else { throw .noSuchVCPU(id, count: slots.count) }
+        return slots[id]
+    }
+
+    private func pauseVCPU(_ slot: VCPUSlot) -> Result<Void, VCPURunStateError> {
+        let state = slot.runState
+        guard state == .running else { return .failure(VCPURunStateError(vcpu: slot.vcpu.id, action: .pause, state: state)) }
+        let reply = Reply<Result<Void, VCPURunStateError>>()
+        deliver(.pause(reply), to: slot)
+        return reply.wait()
+    }
+
+    private func resumeVCPU(_ slot: VCPUSlot) -> Result<Void, VCPURunStateError> {
+        let reply = Reply<Result<Void, VCPURunStateError>>()
+        deliver(.resume(reply), to: slot)
+        return reply.wait()
+    }
+
+    /// Presses and releases Ctrl-Alt-Del on the i8042's AT keyboard (what Firecracker's
+    /// `SendCtrlAltDel` does): a Linux guest with the i8042 driver reboots, which ends the VM.
+    public func sendCtrlAltDel() { keyboard.sendCtrlAltDel() }
+
+    /// Each vCPU's run state, without asking the vCPUs (cheap; never blocks).
+    public var vcpuRunStates: [VCPURunState] { slots.map(\.runState) }
 
     /// Where the VM is in its lifecycle (Not started, Running, Paused, Stopped).
     public var state: VMState { lifecycle.withLock { $0.state } }

@@ -18,15 +18,21 @@ public enum SyscallFilter {
     /// reports) that the filter forbids, so `Machine` leaves it off there and says so.
     public static var sanitizedBuild: Bool { cswiftlet_sanitized_build() != 0 }
 
-    /// Installs the filter on every thread of this process. Irreversible.
-    public static func install() throws(InstallError) {
-        let result = cswiftlet_seccomp_install()
+    /// Installs the filter on every thread of this process; `serveAPI` adds what the API
+    /// server's connections need (`apiAllowed`). Irreversible.
+    public static func install(serveAPI: Bool = false) throws(InstallError) {
+        let result = cswiftlet_seccomp_install(serveAPI ? 1 : 0)
         if result != 0 { throw InstallError(errno: -result) }
     }
 
     /// The allowed system-call numbers (x86-64).
     public static var allowed: [Int32] {
         (0..<cswiftlet_seccomp_allowed_count()).map { cswiftlet_seccomp_allowed_at($0) }
+    }
+
+    /// The calls the API server adds.
+    public static var apiAllowed: [Int32] {
+        (0..<cswiftlet_seccomp_api_allowed_count()).map { cswiftlet_seccomp_api_allowed_at($0) }
     }
 
     /// Makes a call the filter forbids (socket(2)): with the filter on, the process ends with

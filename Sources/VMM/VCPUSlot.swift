@@ -1,6 +1,7 @@
 import Dispatch
 import KVM
 import Synchronization
+import X86
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -19,29 +20,88 @@ public struct VCPUStatus: Sendable, Equatable {
     public var firstExitNanoseconds: UInt64?
     /// How it came to run, its hypercalls, callbacks and trap table.
     public var xen: XenVCPUState = XenVCPUState()
+    /// The VMM's hold on it: not started, running, paused, stopped.
+    public var runState: VCPURunState = .notStarted
 
     public var totalExits: Int { exitCounts.values.reduce(0, +) }
 
     public init(id: Int, mpState: MPState?, rip: UInt64? = nil, rflags: UInt64? = nil, lastExit: String? = nil,
-                exitCounts: [String: Int] = [:], firstExitNanoseconds: UInt64? = nil, xen: XenVCPUState = XenVCPUState()) {
+                exitCounts: [String: Int] = [:], firstExitNanoseconds: UInt64? = nil, xen: XenVCPUState = XenVCPUState(),
+                runState: VCPURunState = .notStarted) {
         self.id = id; self.mpState = mpState; self.rip = rip; self.rflags = rflags; self.lastExit = lastExit
         self.exitCounts = exitCounts; self.firstExitNanoseconds = firstExitNanoseconds; self.xen = xen
+        self.runState = runState
     }
 }
 
-/// Per-vCPU control: counters, and a queue of requests that must run on the vCPU's own thread.
-///
-/// KVM holds a vCPU's mutex for the whole of `KVM_RUN`, so another thread's `KVM_GET_MP_STATE`
-/// would block until the vCPU exits, which for a parked AP may be never. Requests are therefore
-/// queued here, the vCPU is kicked out of `KVM_RUN`, and its thread serves them between runs.
-/// When no thread runs the vCPU (before `run()`, after teardown) the caller serves them itself.
-final class VCPUSlot: Sendable {
-    typealias Request = @Sendable (VCPU) -> Void
+/// A one-shot answer handed from a vCPU thread to the thread that asked.
+final class Reply<Value: Sendable>: Sendable {
+    private let value = Mutex<Value?>(nil)
+    private let ready = DispatchSemaphore(value: 0)
 
+    init() {}
+
+    func send(_ answer: Value) {
+        value.withLock { $0 = answer }
+        ready.signal()
+    }
+
+    /// Waits for the answer.
+    func wait() -> Value {
+        ready.wait()
+        return value.withLock { $0! }
+    }
+
+    /// Waits for the answer, calling `meanwhile` every millisecond (a vCPU thread that asks
+    /// another vCPU keeps serving its own events, so two asking each other cannot deadlock).
+    func wait(meanwhile: () -> Void) -> Value {
+        while ready.wait(timeout: .now() + .milliseconds(1)) == .timedOut { meanwhile() }
+        return value.withLock { $0! }
+    }
+}
+
+/// The registers a status read takes from the vCPU itself.
+struct VCPURegisterSnapshot: Sendable {
+    var mpState: MPState?
+    var rip: UInt64?
+    var rflags: UInt64?
+}
+
+/// Requests to a vCPU, as values: each is served on the vCPU's own thread between two
+/// `KVM_RUN`s (KVM holds a vCPU's mutex for the whole of `KVM_RUN`, so another thread's ioctl on
+/// it would block until it exits, which for a parked AP may be never).
+enum VCPUEvent: Sendable {
+    /// Read MP state, RIP and RFLAGS.
+    case readStatus(Reply<VCPURegisterSnapshot>)
+    /// `KVM_SET_MP_STATE`, if `MPStateRules` allow the transition.
+    case setMPState(MPState, Reply<Result<Void, MPStateError>>)
+    /// `VCPUOP_up` of a vCPU that has not run: its registers, then RUNNABLE.
+    case start(BootState)
+    /// Stop entering the guest, once any access in flight has completed; answered when held.
+    case pause(Reply<Result<Void, VCPURunStateError>>)
+    /// Enter the guest again.
+    case resume(Reply<Result<Void, VCPURunStateError>>)
+
+    /// Events that change whether the vCPU runs are served only by its run loop at top level,
+    /// never while the vCPU thread is inside an exit handler waiting for another vCPU.
+    var isControl: Bool {
+        switch self {
+        case .pause, .resume: true
+        default: false
+        }
+    }
+}
+
+/// Per-vCPU control: counters, run state, and the queue of events for the vCPU's thread.
+/// When no thread runs the vCPU (before `run()`, after teardown) the caller serves events itself.
+final class VCPUSlot: Sendable {
     struct Control {
         var threadActive = false
         var thread: NativeThread?
-        var pending: [Request] = []
+        var pending: [VCPUEvent] = []
+        var runState: VCPURunState = .notStarted
+        /// A pause accepted but not yet in effect: answered once the vCPU is held.
+        var pauseReply: Reply<Result<Void, VCPURunStateError>>?
     }
 
     /// Exit counts by `VCPUExit.kind`: the run loop does no hashing or allocation per exit.
@@ -66,16 +126,19 @@ final class VCPUSlot: Sendable {
     let xen = Mutex(XenVCPUState())
     /// Mirrors `xen.down` for the run loop, which checks it before every `KVM_RUN`.
     let parked = Atomic<Bool>(false)
-    /// Wakes the thread of a vCPU parked by `VCPUOP_down` (on `up`, a request, or a stop).
+    /// Wakes the thread of a held vCPU (paused, or parked by `VCPUOP_down`): on an event, `up`,
+    /// or a stop. It waits on nothing else, so a held vCPU costs no CPU.
     let wakeup = DispatchSemaphore(value: 0)
 
     init(_ vcpu: VCPU) { self.vcpu = vcpu }
 
-    /// Called by `run()` before the vCPU's thread starts: from here on requests are queued for
-    /// that thread, never served on the caller's. (Were a request served here while the new
-    /// thread entered `KVM_RUN` on a parked AP, its ioctl would wait on the vCPU mutex forever.)
+    var runState: VCPURunState { control.withLock { $0.runState } }
+
+    /// Called by `run()` before the vCPU's thread starts: from here on events are queued for
+    /// that thread, never served on the caller's. (Were one served here while the new thread
+    /// entered `KVM_RUN` on a parked AP, its ioctl would wait on the vCPU mutex forever.)
     func activate() {
-        control.withLock { $0.threadActive = true }
+        control.withLock { $0.threadActive = true; $0.runState = .running }
     }
 
     /// Called on the vCPU thread before its first `KVM_RUN`, so that kicks can signal it. A kick
@@ -84,48 +147,52 @@ final class VCPUSlot: Sendable {
         control.withLock { $0.thread = thread }
     }
 
-    /// Called on the vCPU thread as it ends: later requests run on their caller's thread.
-    func detach() {
-        let left = control.withLock { c -> [Request] in
+    /// Called on the vCPU thread as it ends: later events are served on their caller's thread;
+    /// the ones left are served now.
+    func detach(serve: (VCPUEvent) -> Void) {
+        let left = control.withLock { c -> [VCPUEvent] in
             c.threadActive = false
             c.thread = nil
+            c.runState = .stopped
+            c.pauseReply?.send(.failure(VCPURunStateError(vcpu: vcpu.id, action: .pause, state: .stopped)))
+            c.pauseReply = nil
             defer { c.pending = [] }
             return c.pending
         }
-        for request in left { request(vcpu) }
+        for event in left { serve(event) }
     }
 
-    /// Serves queued requests; called by the vCPU thread between runs. Returns true if any ran.
-    @discardableResult
-    func serve() -> Bool {
-        let requests = control.withLock { c -> [Request] in
-            defer { c.pending = [] }
-            return c.pending
+    /// Takes the queued events; with `controlToo` false, pause and resume stay queued.
+    func takeEvents(controlToo: Bool) -> [VCPUEvent] {
+        control.withLock { c in
+            if controlToo {
+                defer { c.pending = [] }
+                return c.pending
+            }
+            let taken = c.pending.filter { !$0.isControl }
+            c.pending.removeAll { !$0.isControl }
+            return taken
         }
-        for request in requests { request(vcpu) }
-        return !requests.isEmpty
     }
 
     /// Knocks the vCPU out of `KVM_RUN`: immediate_exit for a vCPU about to enter, a signal for
-    /// one inside.
+    /// one inside, the semaphore for a held one.
     func kick() {
         vcpu.setImmediateExit(true)
         control.withLock { $0.thread }?.signal(KickSignal.number)
         wakeup.signal()
     }
 
-    /// Starts `body` on the vCPU's thread (or here, if none runs it) and returns a semaphore
-    /// signalled when it has run.
-    func submit(_ body: @escaping Request) -> DispatchSemaphore {
-        let done = DispatchSemaphore(value: 0)
-        let request: Request = { vcpu in body(vcpu); done.signal() }
+    /// Queues `event` for the vCPU's thread and kicks it. Returns false, queuing nothing, when no
+    /// thread runs the vCPU: the caller serves the event itself.
+    func post(_ event: VCPUEvent) -> Bool {
         let queued = control.withLock { c -> Bool in
             guard c.threadActive else { return false }
-            c.pending.append(request)
+            c.pending.append(event)
             return true
         }
-        if queued { kick() } else { request(vcpu) }
-        return done
+        if queued { kick() }
+        return queued
     }
 
     func record(_ exit: VCPUExit, at now: UInt64) {
@@ -149,15 +216,4 @@ func monotonicNanoseconds() -> UInt64 {
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC, &now)
     return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
-}
-
-/// A value behind a lock, as a reference: for results handed between threads (`Mutex` itself
-/// cannot live in an array or be captured by copy).
-final class Locked<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-    init(_ value: Value) { mutex = Mutex(value) }
-    var value: Value {
-        get { mutex.withLock { $0 } }
-        set { mutex.withLock { $0 = newValue } }
-    }
 }

@@ -147,18 +147,7 @@ extension Machine {
     func startXenVCPU(_ target: VCPUSlot, context: VCPUContext) {
         let state = BootSetup.longModeVCPU(rip: context.rip, rsp: context.rsp, rdi: context.rdi, rsi: context.rsi,
                                            pageTableBase: context.pageTableBase)
-        let logger = logger
-        _ = target.submit { vcpu in
-            do throws(KVMError) {
-                try vcpu.setRegisters(state.registers)
-                var sregs = try vcpu.specialRegisters()
-                state.apply(to: &sregs)
-                try vcpu.setSpecialRegisters(sregs)
-                try vcpu.setMPState(.runnable)
-            } catch {
-                logger.error("VCPUOP_up failed", metadata: ["vcpu": "\(vcpu.id)", "error": "\(error)"])
-            }
-        }
+        deliver(.start(state), to: target)
     }
 }
 

@@ -1,3 +1,4 @@
+import JSON
 import KVM
 
 /// A CPU template in Firecracker's custom CPU template format (x86_64): bitmaps that set, clear or

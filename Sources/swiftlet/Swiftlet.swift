@@ -6,16 +6,34 @@ import Glibc
 
 @main
 struct Swiftlet: ParsableCommand {
+    static let version = "0.1.0"
+
     static let configuration = CommandConfiguration(
         commandName: "swiftlet",
         abstract: "A microVM monitor for Linux KVM.",
         discussion: """
             Runs a guest kernel on /dev/kvm with a 16550 serial console on COM1. With no \
             --kernel, `swiftlet run` boots the built-in demo guest.
+
+            With no subcommand, Swiftlet takes Firecracker's flags: `swiftlet --api-sock PATH` \
+            serves Firecracker's API on a Unix socket (configure with PUT /boot-source and \
+            PUT /machine-config, boot with PUT /actions InstanceStart), and --config-file starts \
+            a VM from Firecracker's JSON configuration at once. See the README's API section.
             """,
-        version: "0.1.0",
+        version: version,
         subcommands: [Run.self, Inspect.self],
         defaultSubcommand: nil)
+
+    @OptionGroup(title: "Firecracker-compatible launch (no subcommand)")
+    var launch: LaunchOptions
+
+    func run() throws {
+        guard launch.isLaunch else {
+            print(Swiftlet.helpMessage())
+            return
+        }
+        try launch.launch(version: Self.version)
+    }
 
     /// Parses, runs, and maps every failure to one line and an exit status: 2 for usage errors,
     /// 1 for run-time errors; never a trap or a backtrace.

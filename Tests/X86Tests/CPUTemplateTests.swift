@@ -1,4 +1,5 @@
 import KVM
+import JSON
 import Testing
 @testable import X86
 

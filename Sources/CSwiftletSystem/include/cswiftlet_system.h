@@ -13,7 +13,7 @@ static inline int csystem_set_thread_name(const char *name) { return prctl(PR_SE
 static inline int csystem_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 /// Installs Swiftlet's seccomp filter on every thread of the process (TSYNC) and a SIGSYS
 /// handler that names a forbidden call and exits with status 1. 0, or -errno.
-int cswiftlet_seccomp_install(void);
+int cswiftlet_seccomp_install(int serve_api);
 /// Unblocks SIGSYS on the calling thread: a blocked SIGSYS from the filter kills the process
 /// without the handler's message, and threads inherit masks that block everything.
 void cswiftlet_unblock_sigsys(void);
@@ -22,4 +22,6 @@ int cswiftlet_sanitized_build(void);
 /// The allowed system-call numbers, for reports and tests.
 int cswiftlet_seccomp_allowed_count(void);
 int cswiftlet_seccomp_allowed_at(int index);
+int cswiftlet_seccomp_api_allowed_count(void);
+int cswiftlet_seccomp_api_allowed_at(int index);
 #endif

@@ -1,9 +1,9 @@
 /// A parsed JSON document (RFC 8259), as small as CPU templates need: object members keep their
 /// order and duplicates, numbers keep their text, so the reader of the value decides what they mean.
 ///
-/// Swiftlet reads JSON itself rather than through Foundation: the toolchain's decoders report no
+/// Swiftlet checks JSON syntax itself before Foundation decodes it: the toolchain's decoders report no
 /// position for a syntax error and accept trailing commas, which Firecracker (serde_json) refuses.
-indirect enum JSONValue: Equatable, Sendable {
+public indirect enum JSONValue: Equatable, Sendable {
     case null
     case bool(Bool)
     /// The number as written, e.g. "1", "-0.5e3".
@@ -12,13 +12,14 @@ indirect enum JSONValue: Equatable, Sendable {
     case array([JSONValue])
     case object([Member])
 
-    struct Member: Equatable, Sendable {
-        var key: String
-        var value: JSONValue
+    public struct Member: Equatable, Sendable {
+        public var key: String
+        public var value: JSONValue
+        public init(key: String, value: JSONValue) { self.key = key; self.value = value }
     }
 
     /// "a string", "an object"...: for messages that say what was found instead.
-    var kindDescription: String {
+    public var kindDescription: String {
         switch self {
         case .null: "null"
         case .bool: "a boolean"
@@ -31,7 +32,7 @@ indirect enum JSONValue: Equatable, Sendable {
 
     /// Parses one JSON value filling all of `bytes` (whitespace around it allowed, a UTF-8 byte
     /// order mark skipped).
-    static func parse(_ bytes: [UInt8]) throws(JSONSyntaxError) -> JSONValue {
+    public static func parse(_ bytes: [UInt8]) throws(JSONSyntaxError) -> JSONValue {
         var reader = JSONReader(bytes: bytes)
         if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { reader.offset = 3 }
         let value = try reader.value(depth: 0)

@@ -1,0 +1,343 @@
+import KVM
+import Loader
+import Synchronization
+import VMM
+import X86
+
+/// What the controller needs of a built VM. `Machine` is one; tests drive the controller and
+/// the API with a fake, without /dev/kvm.
+public protocol RunningVM: AnyObject, Sendable {
+    var state: VMState { get }
+    /// Runs the guest until the VM ends (on a thread of the controller's).
+    func run() -> VMOutcome
+    func stop(_ outcome: VMOutcome)
+    func pause() throws(VMStateError)
+    func resume() throws(VMStateError)
+    func pause(vcpu: Int) throws(VCPUControlError)
+    func resume(vcpu: Int) throws(VCPUControlError)
+    func setMPState(_ state: MPState, vcpu: Int) throws(MPStateError)
+    func status() -> [VCPUStatus]
+    func sendCtrlAltDel()
+}
+
+extension Machine: RunningVM {}
+
+/// Builds a VM from a configuration: `Machine.init` in the product.
+public typealias VMBuilder = @Sendable (MachineConfiguration) throws(MachineError) -> any RunningVM
+
+/// An API error: the status (Firecracker answers 400 for all of these) and the fault message.
+public struct APIError: Error, Equatable, Sendable {
+    public var status: Int
+    public var message: String
+    public init(_ message: String, status: Int = 400) { self.message = message; self.status = status }
+}
+
+/// The VM controller: it owns the configuration before start, the VM after, the lifecycle both
+/// sides of it, the logger and metrics settings, and the counters. Every front end (the API, the
+/// config file, `swiftlet run --api-sock`) goes through it, so one set of rules applies.
+public final class VMController: Sendable {
+    public static let defaultBootArgs = "console=ttyS0 reboot=k panic=1 pci=off"
+
+    struct State {
+        var machineConfig = MachineConfigBody(vcpu_count: 1, mem_size_mib: 128, smt: false, track_dirty_pages: false,
+                                              cpu_template: "None", huge_pages: "None")
+        var bootSource: BootSourceBody?
+        var logger: LoggerBody?
+        var metrics: MetricsBody?
+        var vm: (any RunningVM)?
+        /// Set once InstanceStart has been accepted, even before the VM is built.
+        var started = false
+        var outcome: VMOutcome?
+    }
+
+    public let id: String
+    public let vmmVersion: String
+    let state = Mutex(State())
+    let build: VMBuilder
+    /// Called on the VM's thread when the VM has ended.
+    let onExit: @Sendable (VMOutcome) -> Void
+    /// Where the guest's serial output goes.
+    let serialOutput: @Sendable ([UInt8]) -> Void
+    let forwardInput: Bool
+    let seccomp: Bool
+    let serveAPI: Bool
+    public let metrics: MetricsRecorder
+    public let logSink: LogSink
+
+    public init(id: String, vmmVersion: String, build: @escaping VMBuilder,
+                serialOutput: @escaping @Sendable ([UInt8]) -> Void, forwardInput: Bool = false, seccomp: Bool = false,
+                serveAPI: Bool = true, logSink: LogSink = LogSink(), onExit: @escaping @Sendable (VMOutcome) -> Void = { _ in }) {
+        self.id = id; self.vmmVersion = vmmVersion; self.build = build
+        self.forwardInput = forwardInput; self.seccomp = seccomp; self.serveAPI = serveAPI; self.onExit = onExit
+        self.logSink = logSink
+        let metrics = MetricsRecorder()
+        self.metrics = metrics
+        self.serialOutput = { bytes in metrics.countSerial(bytes.count); serialOutput(bytes) }
+    }
+
+    // MARK: Reading
+
+    public var vmState: VMState {
+        state.withLock { s in
+            if let vm = s.vm { return vm.state }
+            return s.outcome != nil ? .stopped : .notStarted
+        }
+    }
+
+    public var instanceInfo: InstanceInfo {
+        InstanceInfo(id: id, state: vmState.rawValue, vmm_version: vmmVersion, app_name: "Swiftlet")
+    }
+
+    public var machineConfig: MachineConfigBody { state.withLock { $0.machineConfig } }
+
+    /// The whole configuration, in the config file's shape.
+    public var fullConfig: VMConfigFile {
+        state.withLock { VMConfigFile(bootSource: $0.bootSource, machineConfig: $0.machineConfig, logger: $0.logger, metrics: $0.metrics) }
+    }
+
+    var vm: (any RunningVM)? { state.withLock { $0.vm } }
+
+    // MARK: Pre-boot configuration
+
+    /// Refuses a change once InstanceStart has been accepted.
+    private func preBoot(_ s: State, _ what: String) throws(APIError) {
+        if s.started { throw APIError("\(what) is a pre-boot setting: the requested operation is not supported after starting the microVM") }
+    }
+
+    public func putMachineConfig(_ body: MachineConfigBody) throws(APIError) {
+        guard let vcpus = body.vcpu_count else { throw APIError("missing field `vcpu_count`") }
+        guard let mib = body.mem_size_mib else { throw APIError("missing field `mem_size_mib`") }
+        var config = MachineConfigBody(vcpu_count: vcpus, mem_size_mib: mib, smt: body.smt ?? false,
+                                       track_dirty_pages: body.track_dirty_pages ?? false,
+                                       cpu_template: body.cpu_template ?? "None", huge_pages: body.huge_pages ?? "None")
+        try Self.validate(&config)
+        try state.withLock { s throws(APIError) in
+            try preBoot(s, "machine-config")
+            s.machineConfig = config
+        }
+    }
+
+    public func patchMachineConfig(_ body: MachineConfigBody) throws(APIError) {
+        if body.isEmpty { throw APIError("Empty PATCH request.") }
+        try state.withLock { s throws(APIError) in
+            try preBoot(s, "machine-config")
+            var config = s.machineConfig
+            if let v = body.vcpu_count { config.vcpu_count = v }
+            if let v = body.mem_size_mib { config.mem_size_mib = v }
+            if let v = body.smt { config.smt = v }
+            if let v = body.track_dirty_pages { config.track_dirty_pages = v }
+            if let v = body.cpu_template { config.cpu_template = v }
+            if let v = body.huge_pages { config.huge_pages = v }
+            try Self.validate(&config)
+            s.machineConfig = config
+        }
+    }
+
+    /// The rules of `ConfigurationRules`, with the JSON field names; plus what Swiftlet does not
+    /// offer of Firecracker's machine configuration.
+    static func validate(_ config: inout MachineConfigBody) throws(APIError) {
+        let vcpus = config.vcpu_count ?? 1, mib = config.mem_size_mib ?? 0
+        guard mib >= 0, mib <= Int(UInt64.max >> 20) else {
+            throw APIError("`mem_size_mib` \(mib): not a size in MiB")
+        }
+        do throws(ConfigurationError) {
+            try ConfigurationRules.check(memoryBytes: UInt64(mib) << 20, cpus: vcpus, bootCPU: 0, mpTable: true)
+        } catch {
+            let value = error.field == .memory ? "\(mib)" : "\(vcpus)"
+            throw APIError("`\(error.field.jsonField)` \(value): \(error.problem.replacing("add --mptable off", with: "run `swiftlet run --mptable off`"))")
+        }
+        if config.smt == true && vcpus > 1 && vcpus % 2 != 0 {
+            throw APIError("`smt`: with SMT on, `vcpu_count` must be 1 or even (it is \(vcpus))")
+        }
+        if let name = config.cpu_template, name != "None", ((try? CPUTemplate.builtIn(named: name)) ?? nil) == nil {
+            throw APIError("`cpu_template` \"\(name)\": Swiftlet's templates are \(CPUTemplate.builtInNames.joined(separator: ", ")) (or \"None\"); Firecracker's static templates (C3, T2, T2S, T2CL, T2A) are not offered")
+        }
+        if let pages = config.huge_pages, pages != "None" {
+            throw APIError("`huge_pages` \"\(pages)\": Swiftlet backs guest memory with ordinary pages; use \"None\"")
+        }
+    }
+
+    public func putBootSource(_ body: BootSourceBody) throws(APIError) {
+        guard !body.kernel_image_path.isEmpty else { throw APIError("`kernel_image_path` is empty") }
+        try state.withLock { s throws(APIError) in
+            try preBoot(s, "boot-source")
+            s.bootSource = body
+        }
+    }
+
+    public func putLogger(_ body: LoggerBody) throws(APIError) {
+        try state.withLock { s throws(APIError) in try preBoot(s, "logger") }
+        try logSink.configure(body)
+        state.withLock { $0.logger = body }
+    }
+
+    public func putMetrics(_ body: MetricsBody) throws(APIError) {
+        try state.withLock { s throws(APIError) in
+            try preBoot(s, "metrics")
+            if s.metrics != nil { throw APIError("metrics are already configured (to \(s.metrics!.metrics_path)); they can be set once") }
+        }
+        try metrics.open(path: body.metrics_path)
+        state.withLock { $0.metrics = body }
+    }
+
+    /// Applies a whole configuration file, section by section, with the API's rules.
+    public func apply(_ file: VMConfigFile) throws(APIError) {
+        if let logger = file.logger { try putLogger(logger) }
+        if let metrics = file.metrics { try putMetrics(metrics) }
+        if let machine = file.machineConfig { try putMachineConfig(machine) }
+        if let boot = file.bootSource { try putBootSource(boot) }
+    }
+
+    /// Takes a VM built and about to be run elsewhere (`swiftlet run --api-sock`): the API then
+    /// reports and controls it, and its configuration is what the command line said.
+    public func adopt(_ vm: any RunningVM, machineConfig: MachineConfigBody, bootSource: BootSourceBody) {
+        state.withLock { s in
+            s.started = true
+            s.vm = vm
+            s.machineConfig = machineConfig
+            s.bootSource = bootSource
+        }
+    }
+
+    /// Ends the VM if it runs (a signal); returns false if there is none.
+    public func stopVM(_ outcome: VMOutcome) -> Bool {
+        guard let vm else { return false }
+        vm.stop(outcome)
+        return true
+    }
+
+    // MARK: Actions
+
+    /// Builds the VM from the configuration and starts it on a thread of its own.
+    public func start() throws(APIError) {
+        let (config, boot) = try state.withLock { s throws(APIError) -> (MachineConfigBody, BootSourceBody) in
+            if s.started { throw APIError("InstanceStart: the microVM has already been started (it is \(s.vm?.state.rawValue ?? "starting")); the requested operation is not supported after starting the microVM") }
+            guard let boot = s.bootSource else {
+                throw APIError("InstanceStart: no boot source; PUT /boot-source with a kernel_image_path first")
+            }
+            s.started = true
+            return (s.machineConfig, boot)
+        }
+        let vm: any RunningVM
+        do throws(APIError) {
+            let configuration = try machineConfiguration(config, boot)
+            do throws(MachineError) { vm = try build(configuration) } catch { throw APIError(error.description) }
+        } catch {
+            state.withLock { $0.started = false }
+            throw APIError("InstanceStart: \(error.message)")
+        }
+        state.withLock { $0.vm = vm }
+        do {
+            _ = try NativeThread(name: "vmm") { [self] in
+                let outcome = vm.run()
+                state.withLock { $0.outcome = outcome }
+                onExit(outcome)
+            }
+        } catch {
+            vm.stop(.vmmError(vcpu: nil, message: error.description))
+            throw APIError("InstanceStart: \(error.description)")
+        }
+    }
+
+    /// The machine configuration the builder gets: files read, defaults filled.
+    func machineConfiguration(_ config: MachineConfigBody, _ boot: BootSourceBody) throws(APIError) -> MachineConfiguration {
+        let kernel: KernelFile
+        do { kernel = try KernelFile.read(path: boot.kernel_image_path) } catch {
+            throw APIError("`kernel_image_path`: \(error.description)")
+        }
+        var initrd: KernelFile?
+        if let path = boot.initrd_path {
+            do { initrd = try KernelFile.read(path: path) } catch {
+                throw APIError("`initrd_path`: \(error.description)")
+            }
+        }
+        var machine = MachineConfiguration(kernel: kernel, initrd: initrd,
+                                           commandLine: Array((boot.boot_args ?? Self.defaultBootArgs).utf8),
+                                           memorySize: UInt64(config.mem_size_mib ?? 128) << 20, cpus: config.vcpu_count ?? 1,
+                                           forwardInput: forwardInput, serialOutput: serialOutput)
+        machine.commandLineIsDefault = boot.boot_args == nil
+        machine.seccomp = seccomp
+        machine.serveAPI = serveAPI
+        if let name = config.cpu_template, name != "None" { machine.cpuTemplate = (try? CPUTemplate.builtIn(named: name)) ?? nil }
+        return machine
+    }
+
+    public func sendCtrlAltDel() throws(APIError) {
+        guard let vm, vm.state == .running || vm.state == .paused else {
+            throw APIError("SendCtrlAltDel: the requested operation is not supported before starting the microVM")
+        }
+        vm.sendCtrlAltDel()
+    }
+
+    public func flushMetrics() throws(APIError) {
+        guard metrics.isOpen else { throw APIError("FlushMetrics: metrics are not configured; PUT /metrics first") }
+        metrics.flush(vcpus: vm?.status() ?? [])
+    }
+
+    // MARK: Pause and resume, per VM and per vCPU
+
+    public func setVMState(_ requested: String) throws(APIError) {
+        let pause = try Self.pauseRequested(requested)
+        guard let vm else { throw APIError("the VM has not started; there is nothing to \(pause ? "pause" : "resume")") }
+        do throws(VMStateError) {
+            if pause { try vm.pause() } else { try vm.resume() }
+        } catch { throw APIError(error.description) }
+    }
+
+    public func setVCPUState(_ requested: String, vcpu id: Int) throws(APIError) {
+        let pause = try Self.pauseRequested(requested)
+        guard let vm else { throw APIError("vCPU \(id): the VM has not started; the requested operation is not supported before starting the microVM") }
+        do throws(VCPUControlError) {
+            if pause { try vm.pause(vcpu: id) } else { try vm.resume(vcpu: id) }
+        } catch {
+            throw APIError(error.description, status: Self.isMissing(error) ? 404 : 400)
+        }
+    }
+
+    /// Firecracker's `state` values: "Paused" or "Resumed".
+    static func pauseRequested(_ value: String) throws(APIError) -> Bool {
+        switch value {
+        case "Paused": return true
+        case "Resumed": return false
+        default: throw APIError("`state` \"\(value)\": use \"Paused\" or \"Resumed\"")
+        }
+    }
+
+    static func isMissing(_ error: VCPUControlError) -> Bool {
+        if case .noSuchVCPU = error { true } else { false }
+    }
+
+    public func setMPState(_ name: String, vcpu id: Int) throws(APIError) {
+        guard let state = MPState.allCases.first(where: { $0.description == name }) else {
+            throw APIError("`mp_state` \"\(name)\": use one of \(MPState.allCases.map { "\"\($0)\"" }.joined(separator: ", "))")
+        }
+        guard let vm else { throw APIError("vCPU \(id): the VM has not started; the requested operation is not supported before starting the microVM") }
+        do throws(MPStateError) { try vm.setMPState(state, vcpu: id) } catch {
+            if case .noSuchVCPU = error { throw APIError(error.description, status: 404) }
+            throw APIError(error.description)
+        }
+    }
+
+    /// The running VM's vCPU status (empty before start).
+    public func vcpuStatus() -> [VCPUStatus] { vm?.status() ?? [] }
+
+    /// How many vCPUs the VM has (or will have).
+    public var vcpuCount: Int { machineConfig.vcpu_count ?? 1 }
+
+    /// Every vCPU; before start, the configured ones, not started.
+    public func vcpus() -> [VCPUInfo] {
+        guard let vm else {
+            return (0..<(machineConfig.vcpu_count ?? 1)).map {
+                VCPUInfo(id: $0, apic_id: $0, mp_state: nil, run_state: VCPURunState.notStarted.rawValue,
+                         brought_up_by: nil, exits: [:], last_exit: nil)
+            }
+        }
+        return vm.status().map(Self.info)
+    }
+
+    static func info(_ s: VCPUStatus) -> VCPUInfo {
+        let runState = s.runState == .running && s.xen.down ? "Parked" : s.runState.rawValue
+        return VCPUInfo(id: s.id, apic_id: s.id, mp_state: s.mpState?.description, run_state: runState,
+                        brought_up_by: s.xen.bringUp?.rawValue, exits: s.exitCounts, last_exit: s.lastExit)
+    }
+}

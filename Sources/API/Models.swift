@@ -1,0 +1,158 @@
+/// The request and response bodies of Firecracker's API (its OpenAPI document, v1.x), as far as
+/// Swiftlet has the resources, and Swiftlet's own `/vcpus` extension. Member names are
+/// Firecracker's (snake_case; the config file's sections are kebab-case).
+
+/// `GET /`.
+public struct InstanceInfo: Codable, Equatable, Sendable {
+    public var id: String
+    public var state: String
+    public var vmm_version: String
+    public var app_name: String
+}
+
+/// `GET /version`: `firecracker_version` is the version of Firecracker's API that Swiftlet
+/// follows (tools compare it); `swiftlet_version` is Swiftlet's own.
+public struct VersionInfo: Codable, Equatable, Sendable {
+    public var firecracker_version: String
+    public var swiftlet_version: String
+}
+
+/// `PUT`/`PATCH`/`GET /machine-config` and the config file's `machine-config`.
+public struct MachineConfigBody: Codable, Equatable, Sendable, StrictBody {
+    public var vcpu_count: Int?
+    public var mem_size_mib: Int?
+    public var smt: Bool?
+    public var track_dirty_pages: Bool?
+    /// Firecracker's static template name ("None"), or one of Swiftlet's built-in templates.
+    public var cpu_template: String?
+    /// Firecracker's hugetlbfs backing: only "None" (no huge pages) is offered.
+    public var huge_pages: String?
+
+    public init(vcpu_count: Int? = nil, mem_size_mib: Int? = nil, smt: Bool? = nil, track_dirty_pages: Bool? = nil,
+                cpu_template: String? = nil, huge_pages: String? = nil) {
+        self.vcpu_count = vcpu_count; self.mem_size_mib = mem_size_mib; self.smt = smt
+        self.track_dirty_pages = track_dirty_pages; self.cpu_template = cpu_template; self.huge_pages = huge_pages
+    }
+
+    static let fields: [String: FieldShape] = [
+        "vcpu_count": .integer, "mem_size_mib": .integer, "smt": .boolean, "track_dirty_pages": .boolean,
+        "cpu_template": .string, "huge_pages": .string,
+    ]
+
+    var isEmpty: Bool {
+        vcpu_count == nil && mem_size_mib == nil && smt == nil && track_dirty_pages == nil && cpu_template == nil && huge_pages == nil
+    }
+}
+
+/// `PUT /boot-source` and the config file's `boot-source`.
+public struct BootSourceBody: Codable, Equatable, Sendable, StrictBody {
+    public var kernel_image_path: String
+    public var boot_args: String?
+    public var initrd_path: String?
+
+    public init(kernel_image_path: String, boot_args: String? = nil, initrd_path: String? = nil) {
+        self.kernel_image_path = kernel_image_path; self.boot_args = boot_args; self.initrd_path = initrd_path
+    }
+
+    static let fields: [String: FieldShape] = ["kernel_image_path": .string, "boot_args": .string, "initrd_path": .string]
+}
+
+/// `PUT /actions`.
+struct ActionBody: Codable, StrictBody {
+    var action_type: String
+    static let fields: [String: FieldShape] = ["action_type": .string]
+}
+
+/// `PATCH /vm` and `PATCH /vcpus/{id}`.
+struct StateBody: Codable, StrictBody {
+    var state: String
+    static let fields: [String: FieldShape] = ["state": .string]
+}
+
+/// `PUT /vcpus/{id}/mp-state`.
+struct MPStateBody: Codable, StrictBody {
+    var mp_state: String
+    static let fields: [String: FieldShape] = ["mp_state": .string]
+}
+
+/// `PUT /logger` and the config file's `logger`.
+public struct LoggerBody: Codable, Equatable, Sendable, StrictBody {
+    public var log_path: String?
+    public var level: String?
+    public var show_level: Bool?
+    public var show_log_origin: Bool?
+    public var module: String?
+
+    public init(log_path: String? = nil, level: String? = nil, show_level: Bool? = nil, show_log_origin: Bool? = nil,
+                module: String? = nil) {
+        self.log_path = log_path; self.level = level; self.show_level = show_level
+        self.show_log_origin = show_log_origin; self.module = module
+    }
+
+    static let fields: [String: FieldShape] = [
+        "log_path": .string, "level": .string, "show_level": .boolean, "show_log_origin": .boolean, "module": .string,
+    ]
+}
+
+/// `PUT /metrics` and the config file's `metrics`.
+public struct MetricsBody: Codable, Equatable, Sendable, StrictBody {
+    public var metrics_path: String
+    public init(metrics_path: String) { self.metrics_path = metrics_path }
+    static let fields: [String: FieldShape] = ["metrics_path": .string]
+}
+
+/// The config file (`--config-file`) and `GET /vm/config`: Firecracker's full VM configuration,
+/// with the sections Swiftlet has.
+public struct VMConfigFile: Codable, Equatable, Sendable, StrictBody {
+    public var bootSource: BootSourceBody?
+    public var machineConfig: MachineConfigBody?
+    public var logger: LoggerBody?
+    public var metrics: MetricsBody?
+
+    enum CodingKeys: String, CodingKey {
+        case bootSource = "boot-source", machineConfig = "machine-config", logger, metrics
+    }
+
+    /// Decodes a config file's bytes with the API's rules (unknown fields refused).
+    public static func decode(_ bytes: [UInt8]) throws(APIError) -> VMConfigFile {
+        do { return try StrictJSON.decode(VMConfigFile.self, from: bytes) } catch { throw APIError(error.message) }
+    }
+
+    static let fields: [String: FieldShape] = [
+        "boot-source": .object(BootSourceBody.self), "machine-config": .object(MachineConfigBody.self),
+        "logger": .object(LoggerBody.self), "metrics": .object(MetricsBody.self),
+    ]
+}
+
+/// One vCPU in `GET /vcpus` and `GET /vcpus/{id}` (Swiftlet's extension).
+public struct VCPUInfo: Codable, Equatable, Sendable {
+    public var id: Int
+    public var apic_id: Int
+    /// `KVM_GET_MP_STATE` as KVM spells it (RUNNABLE, UNINITIALIZED, INIT_RECEIVED, HALTED,
+    /// SIPI_RECEIVED), null before the VM is built.
+    public var mp_state: String?
+    /// Swiftlet's own view: "Not started", "Running", "Paused", "Parked" (VCPUOP_down), "Stopped".
+    public var run_state: String
+    /// "boot", "INIT-SIPI" or "VCPUOP_up"; null while the vCPU has not run.
+    public var brought_up_by: String?
+    /// Exits from `KVM_RUN` by kind.
+    public var exits: [String: Int]
+    public var last_exit: String?
+
+    /// Every member always present: null says "not known yet" instead of leaving it out.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(apic_id, forKey: .apic_id)
+        try c.encode(mp_state, forKey: .mp_state)
+        try c.encode(run_state, forKey: .run_state)
+        try c.encode(brought_up_by, forKey: .brought_up_by)
+        try c.encode(exits, forKey: .exits)
+        try c.encode(last_exit, forKey: .last_exit)
+    }
+}
+
+/// The body of every error response.
+struct Fault: Codable {
+    var fault_message: String
+}

@@ -8,6 +8,8 @@ import X86
 /// the API with a fake, without /dev/kvm.
 public protocol RunningVM: AnyObject, Sendable {
     var state: VMState { get }
+    /// Not started → Running: from here on pause, resume and vCPU requests are accepted.
+    func start() throws(VMStateError)
     /// Runs the guest until the VM ends (on a thread of the controller's).
     func run() -> VMOutcome
     func stop(_ outcome: VMOutcome)
@@ -225,6 +227,10 @@ public final class VMController: Sendable {
         } catch {
             state.withLock { $0.started = false }
             throw APIError("InstanceStart: \(error.message)")
+        }
+        do throws(VMStateError) { try vm.start() } catch {
+            state.withLock { $0.started = false }
+            throw APIError("InstanceStart: \(error)")
         }
         state.withLock { $0.vm = vm }
         do {

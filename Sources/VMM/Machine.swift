@@ -175,6 +175,8 @@ public final class Machine: Sendable {
     let watchdogWakeup = DispatchSemaphore(value: 0)
     let runStarted = Mutex<UInt64>(0)
     let lifecycle = Mutex(VMLifecycle())
+    /// `run()` has been called (it runs once).
+    let runEntered = Atomic<Bool>(false)
     /// Each vCPU's MP state when the machine was built, before any guest code ran.
     public let initialMPStates: [MPState?]
 
@@ -373,18 +375,34 @@ public final class Machine: Sendable {
 
     // MARK: Running
 
+    /// Not started → Running, before `run()` enters the guest: from here on the VM accepts pause,
+    /// resume and vCPU events (queued for the vCPU threads `run()` starts). For a caller that runs
+    /// `run()` on another thread and must answer for the VM's state at once (the API's
+    /// InstanceStart). `run()` calls it itself if nobody has.
+    public func start() throws(VMStateError) {
+        try lifecycle.withLock { lifecycle throws(VMStateError) in
+            try lifecycle.apply(.start)
+            for slot in slots { slot.activate() }
+        }
+    }
+
     /// Runs the VM until the guest stops it or an error occurs, then stops every vCPU thread and
     /// joins it. Returns how the VM ended. A second call is refused (the lifecycle has no way back).
     public func run() -> VMOutcome {
-        do throws(VMStateError) { try lifecycle.withLock { lifecycle throws(VMStateError) in try lifecycle.apply(.start) } } catch {
-            return .vmmError(vcpu: nil, message: "cannot run this machine: \(error)")
+        guard !runEntered.exchange(true, ordering: .acquiringAndReleasing) else {
+            return .vmmError(vcpu: nil, message: "cannot run this machine: it has already run")
+        }
+        if state == .notStarted {
+            do throws(VMStateError) { try start() } catch {
+                return .vmmError(vcpu: nil, message: "cannot run this machine: \(error)")
+            }
         }
         defer { lifecycle.withLock { try? $0.apply(.stop) } }
+        if let early = stopState.withLock({ $0 }) { return early }   // stopped before it ran
         KickSignal.ensureInstalled()
         runStarted.withLock { $0 = monotonicNanoseconds() }
         let input = configuration.forwardInput ? ConsoleInput() : nil
         var threads: [NativeThread] = []
-        for slot in slots { slot.activate() }
         for slot in slots {
             do {
                 threads.append(try NativeThread(name: "vcpu\(slot.vcpu.id)") { [self] in

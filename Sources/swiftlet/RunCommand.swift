@@ -1,3 +1,4 @@
+import API
 import ArgumentParser
 import DemoGuest
 import FoundationEssentials
@@ -71,6 +72,9 @@ struct Run: ParsableCommand {
 
     @Option(help: ArgumentHelp("Write a JSON report when the VM ends: why it ended, and per vCPU its MP state, last exit, exit counts, time to first exit, and the guest's checkpoints. Send SIGUSR1 during the run for a table of the vCPUs on stderr.", valueName: "file"))
     var report: String?
+
+    @Option(name: .customLong("api-sock"), help: ArgumentHelp("Also serve Firecracker's API on this Unix socket while the VM runs: GET /, /vcpus, PATCH /vm to pause and resume, PUT /vcpus/N/mp-state (see the README's API section).", valueName: "path"))
+    var apiSock: String?
 
     @Option(name: .customLong("log-level"), help: ArgumentHelp("Log level on stderr: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
     var logLevel: String = "warning"
@@ -157,6 +161,7 @@ struct Run: ParsableCommand {
         config.mpTable = mptable.isOn
         config.xen = xen
         config.cpuTemplate = template
+        config.serveAPI = apiSock != nil
         let machine: Machine
         do { machine = try Machine(config, logger: logger) } catch {
             throw RuntimeFailure(error.description)
@@ -165,8 +170,22 @@ struct Run: ParsableCommand {
                                           "why": "\(machine.protocolReason)"])
         let watcher = try? SignalWatcher(onStop: { machine.stop(.signal($0)) },
                                          onStatus: { printError(machine.statusTable(), newline: false) })
+        var server: APIServer?
+        if let apiSock {
+            let controller = VMController(id: "anonymous-instance", vmmVersion: Swiftlet.version,
+                                          build: { _ throws(MachineError) in throw .configuration("this VM was configured on the command line") },
+                                          serialOutput: { _ in })
+            controller.adopt(machine, machineConfig: MachineConfigBody(
+                vcpu_count: cpus, mem_size_mib: Int(memoryBytes >> 20), smt: false, track_dirty_pages: false,
+                cpu_template: cpuTemplate.flatMap { CPUTemplate.builtInNames.contains($0) ? $0 : nil } ?? "None", huge_pages: "None"),
+                bootSource: BootSourceBody(kernel_image_path: kernelFile.path, boot_args: cmdline, initrd_path: initrd))
+            do { server = try APIServer.start(path: apiSock, router: APIRouter(controller: controller)) } catch {
+                throw RuntimeFailure(error.description)
+            }
+        }
         let outcome = machine.run()
         watcher?.finish()
+        server?.shutdown()
 
         if !outcome.isCleanExit {
             printError("swiftlet: \(outcome.summary)")

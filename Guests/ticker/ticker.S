@@ -1,0 +1,127 @@
+/*
+ * Swiftlet ticker guest: a PVH kernel (32-bit protected mode, paging off) that prints
+ * "tick 1" .. "tick 40" on COM1, one line every 25 ms of PIT time, then "ticker: done" and powers
+ * off through port 0x500 with status 0. Only the boot vCPU runs; any others stay waiting for INIT.
+ * The tests pause and resume it through the API: no line may appear while it is paused, and the
+ * lines after a resume must continue the count, as in an uninterrupted run.
+ *
+ * Built with `as --64` into an ELF64 container; the code itself is 32-bit.
+ */
+
+        .set COM1, 0x3f8
+        .set POWEROFF, 0x500
+        .set TICKS, 40
+        .set PIT_25MS, 29830                    /* PIT ticks (1.193182 MHz) */
+
+.include "xennote.inc"                  /* common/xennote.inc (as -I common) */
+
+        .section .note.Xen, "a", @note
+        XENNOTE 6,  .asciz, "swiftlet-ticker"   /* GUEST_OS */
+        XENNOTE 5,  .asciz, "xen-3.0"           /* XEN_VERSION */
+        XENNOTE 8,  .asciz, "generic"           /* LOADER */
+        XENNOTE 18, .long, _start               /* PHYS32_ENTRY */
+
+        .text
+        .code32
+        .globl _start
+_start:
+        mov $stack_top, %esp
+        cld
+        mov $msg_start, %eax
+        call puts
+        mov $1, %esi
+1:      mov $PIT_25MS, %ecx
+        call pit_wait
+        mov $msg_tick, %eax
+        call puts
+        mov %esi, %eax
+        call putdec
+        mov $'\n', %al
+        call putc
+        inc %esi
+        cmp $TICKS, %esi
+        jbe 1b
+        mov $msg_done, %eax
+        call puts
+        xor %eax, %eax
+        mov $POWEROFF, %dx
+        outl %eax, %dx
+2:      cli
+        hlt
+        jmp 2b
+
+/* putc: AL -> COM1 once the transmit holding register is empty. */
+putc:
+        push %edx
+        push %eax
+        mov $COM1 + 5, %dx
+1:      inb %dx, %al
+        test $0x20, %al
+        jz 1b
+        pop %eax
+        mov $COM1, %dx
+        outb %al, %dx
+        pop %edx
+        ret
+
+/* puts: NUL-terminated string at EAX. */
+puts:
+        push %ebx
+        mov %eax, %ebx
+1:      mov (%ebx), %al
+        test %al, %al
+        jz 2f
+        call putc
+        inc %ebx
+        jmp 1b
+2:      pop %ebx
+        ret
+
+/* putdec: EAX as unsigned decimal. */
+putdec:
+        push %ebx
+        push %ecx
+        push %edx
+        mov $10, %ebx
+        xor %ecx, %ecx
+1:      xor %edx, %edx
+        div %ebx
+        push %edx
+        inc %ecx
+        test %eax, %eax
+        jnz 1b
+2:      pop %eax
+        add $'0', %al
+        call putc
+        loop 2b
+        pop %edx
+        pop %ecx
+        pop %ebx
+        ret
+
+/* Wait ECX PIT ticks: channel 2, mode 0, until OUT2 (port 0x61 bit 5) goes high. */
+pit_wait:
+        in $0x61, %al
+        and $0xfc, %al
+        or $1, %al                              /* gate on, speaker off */
+        out %al, $0x61
+        mov $0xb0, %al
+        out %al, $0x43
+        mov %cl, %al
+        out %al, $0x42
+        mov %ch, %al
+        out %al, $0x42
+1:      in $0x61, %al
+        test $0x20, %al
+        jz 1b
+        ret
+
+        .section .rodata
+msg_start:      .asciz "ticker: start\n"
+msg_tick:       .asciz "tick "
+msg_done:       .asciz "ticker: done\n"
+
+        .bss
+        .align 16
+stack:  .skip 4096
+stack_top:

@@ -1,0 +1,322 @@
+@testable import API
+import Foundation
+import Testing
+import VMM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Every route and every refusal of the API, through the router and the controller with a fake VM
+/// (no sockets, no KVM).
+@Suite struct RouterTests {
+    let host = FakeHost()
+    let router: APIRouter
+    let kernel: String
+
+    init() throws {
+        router = APIRouter(controller: host.controller())
+        kernel = try TempFile.make(bytes: Array("not really a kernel".utf8))
+    }
+
+    @discardableResult
+    func call(_ method: String, _ uri: String, _ body: String? = nil) -> APIResponse {
+        router.handle(APIRequest(method: method, uri: uri, body: body.map { Array($0.utf8) }))
+    }
+
+    func json(_ response: APIResponse) -> [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any] ?? [:]
+    }
+
+    func configure(cpus: Int = 2) {
+        #expect(call("PUT", "/machine-config", #"{"vcpu_count": \#(cpus), "mem_size_mib": 64}"#).status == 204)
+        #expect(call("PUT", "/boot-source", #"{"kernel_image_path": "\#(kernel)", "boot_args": "console=ttyS0"}"#).status == 204)
+    }
+
+    func start(cpus: Int = 2) {
+        configure(cpus: cpus)
+        let response = call("PUT", "/actions", #"{"action_type": "InstanceStart"}"#)
+        #expect(response.status == 204, "\(response.faultMessage ?? "")")
+    }
+
+    // MARK: Instance information
+
+    @Test func instanceInfoAndVersion() {
+        let info = call("GET", "/")
+        #expect(info.status == 200)
+        let fields = json(info)
+        #expect(fields["id"] as? String == "test-vm")
+        #expect(fields["state"] as? String == "Not started")
+        #expect(fields["app_name"] as? String == "Swiftlet")
+        #expect(fields["vmm_version"] as? String == "9.9.9")
+        let version = json(call("GET", "/version"))
+        #expect(version["firecracker_version"] as? String == APIRouter.firecrackerAPIVersion)
+        #expect(version["swiftlet_version"] as? String == "9.9.9")
+        // A query string and a trailing slash name the same resource, as in Firecracker.
+        #expect(call("GET", "/version/").status == 200)
+        #expect(call("GET", "/?x=1").status == 200)
+    }
+
+    // MARK: Machine configuration
+
+    @Test func machineConfigDefaultsPutAndPatch() {
+        let defaults = json(call("GET", "/machine-config"))
+        #expect(defaults["vcpu_count"] as? Int == 1)
+        #expect(defaults["mem_size_mib"] as? Int == 128)
+        #expect(defaults["smt"] as? Bool == false)
+        #expect(call("PUT", "/machine-config", #"{"vcpu_count": 4, "mem_size_mib": 256, "smt": true, "track_dirty_pages": true}"#).status == 204)
+        var now = json(call("GET", "/machine-config"))
+        #expect(now["vcpu_count"] as? Int == 4)
+        #expect(now["mem_size_mib"] as? Int == 256)
+        #expect(now["track_dirty_pages"] as? Bool == true)
+        #expect(call("PATCH", "/machine-config", #"{"mem_size_mib": 512}"#).status == 204)
+        now = json(call("GET", "/machine-config"))
+        #expect(now["vcpu_count"] as? Int == 4)
+        #expect(now["mem_size_mib"] as? Int == 512)
+        // PUT replaces: the fields it leaves out go back to their defaults.
+        #expect(call("PUT", "/machine-config", #"{"vcpu_count": 2, "mem_size_mib": 64}"#).status == 204)
+        #expect(json(call("GET", "/machine-config"))["track_dirty_pages"] as? Bool == false)
+    }
+
+    @Test(arguments: [
+        (#"{"mem_size_mib": 64}"#, "missing field `vcpu_count`"),
+        (#"{"vcpu_count": 0, "mem_size_mib": 64}"#, "`vcpu_count` 0: at least one vCPU is needed"),
+        (#"{"vcpu_count": 255, "mem_size_mib": 64}"#, "at most 254"),
+        (#"{"vcpu_count": 1, "mem_size_mib": 1}"#, "`mem_size_mib` 1: at least"),
+        (#"{"vcpu_count": 1, "mem_size_mib": -5}"#, "`mem_size_mib` -5"),
+        (#"{"vcpu_count": 3, "mem_size_mib": 64, "smt": true}"#, "must be 1 or even"),
+        (#"{"vcpu_count": 1, "mem_size_mib": 64, "cpu_template": "T2"}"#, "x86-64-v1"),
+        (#"{"vcpu_count": 1, "mem_size_mib": 64, "huge_pages": "2M"}"#, "`huge_pages` \"2M\""),
+        (#"{"vcpu_count": "1", "mem_size_mib": 64}"#, "`vcpu_count`: expected an integer, found a string"),
+        (#"{"vcpu_count": 1.5, "mem_size_mib": 64}"#, "1.5 is not an integer"),
+        (#"{"vcpu_count": 1, "mem_size_mib": 64, "smt": "yes"}"#, "`smt`: expected a boolean"),
+        (#"{"vcpu_count": 1, "mem_size_mib": 64, "vcpus": 2}"#, "unknown field `vcpus`"),
+        (#"{"vcpu_count": 1, "vcpu_count": 2, "mem_size_mib": 64}"#, "duplicate field `vcpu_count`"),
+        (#"{"vcpu_count": 1, "mem_size_mib": 64,}"#, "not valid JSON: line 1, column"),
+        (#"[1, 2]"#, "expected an object, found an array"),
+        ("\u{FF}\u{FE}", "not valid JSON"),
+    ])
+    func machineConfigRefusals(body: String, message: String) {
+        let before = call("GET", "/machine-config").body
+        let response = call("PUT", "/machine-config", body)
+        #expect(response.status == 400)
+        #expect(response.faultMessage?.contains(message) == true, "\(response.faultMessage ?? "no message")")
+        #expect(call("GET", "/machine-config").body == before, "a refused request changed the configuration")
+    }
+
+    @Test func emptyPatchAndBodylessRequests() {
+        #expect(call("PATCH", "/machine-config", "{}").faultMessage == "Empty PATCH request.")
+        #expect(call("PATCH", "/machine-config").faultMessage == "Empty PATCH request.")
+        #expect(call("PUT", "/machine-config").faultMessage == "Empty PUT request.")
+        #expect(call("GET", "/machine-config", "{}").faultMessage == "GET request cannot have a body.")
+    }
+
+    @Test func unknownPathsAndMethods() {
+        for (method, uri) in [("GET", "/nope"), ("DELETE", "/"), ("POST", "/actions"), ("GET", "/actions"),
+                              ("PUT", "/vm"), ("GET", "/vcpus/0/mp-state/x")] {
+            let response = call(method, uri, method == "GET" || method == "DELETE" ? nil : "{}")
+            #expect(response.status == 400, "\(method) \(uri)")
+            #expect(response.faultMessage?.hasPrefix("Invalid request method and/or path: \(method)") == true,
+                    "\(method) \(uri): \(response.faultMessage ?? "")")
+        }
+        #expect(call("PUT", "/drives/rootfs", "{}").faultMessage?.contains("no block devices yet") == true)
+    }
+
+    // MARK: Boot source, start, pre-boot-only resources
+
+    @Test func bootSourceAndFullConfig() throws {
+        #expect(call("PUT", "/boot-source", #"{"kernel_image_path": ""}"#).status == 400)
+        #expect(call("PUT", "/boot-source", #"{"boot_args": "x"}"#).faultMessage?.contains("kernel_image_path") == true)
+        configure()
+        let full = json(call("GET", "/vm/config"))
+        let boot = try #require(full["boot-source"] as? [String: Any])
+        #expect(boot["kernel_image_path"] as? String == kernel)
+        #expect(boot["boot_args"] as? String == "console=ttyS0")
+        #expect((full["machine-config"] as? [String: Any])?["vcpu_count"] as? Int == 2)
+        // The same shape reads back as a config file.
+        let file = try VMConfigFile.decode(call("GET", "/vm/config").body)
+        #expect(file.bootSource?.kernel_image_path == kernel)
+        #expect(file.machineConfig?.vcpu_count == 2)
+    }
+
+    @Test func startNeedsABootSourceAndHappensOnce() {
+        let refused = call("PUT", "/actions", #"{"action_type": "InstanceStart"}"#)
+        #expect(refused.status == 400)
+        #expect(refused.faultMessage?.contains("PUT /boot-source") == true)
+        #expect(json(call("GET", "/"))["state"] as? String == "Not started")
+        start()
+        #expect(waitFor { json(call("GET", "/"))["state"] as? String == "Running" })
+        let again = call("PUT", "/actions", #"{"action_type": "InstanceStart"}"#)
+        #expect(again.status == 400)
+        #expect(again.faultMessage?.contains("already been started") == true)
+        #expect(host.vm?.status().count == 2)
+    }
+
+    @Test func aKernelThatCannotBeReadLeavesTheVMUnstarted() {
+        #expect(call("PUT", "/boot-source", #"{"kernel_image_path": "/nonexistent/vmlinux"}"#).status == 204)
+        let response = call("PUT", "/actions", #"{"action_type": "InstanceStart"}"#)
+        #expect(response.status == 400)
+        #expect(response.faultMessage?.contains("/nonexistent/vmlinux") == true)
+        #expect(json(call("GET", "/"))["state"] as? String == "Not started")
+        // Fixed, it starts.
+        start()
+        #expect(host.vm != nil)
+    }
+
+    @Test func preBootResourcesAreRefusedAfterStart() {
+        start()
+        for (method, uri, body) in [("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 64}"#),
+                                    ("PATCH", "/machine-config", #"{"vcpu_count": 1}"#),
+                                    ("PUT", "/boot-source", #"{"kernel_image_path": "/x"}"#),
+                                    ("PUT", "/logger", #"{"level": "Info"}"#),
+                                    ("PUT", "/metrics", #"{"metrics_path": "/tmp/x"}"#)] {
+            let response = call(method, uri, body)
+            #expect(response.status == 400, "\(method) \(uri)")
+            #expect(response.faultMessage?.contains("not supported after starting the microVM") == true,
+                    "\(method) \(uri): \(response.faultMessage ?? "")")
+        }
+        #expect(json(call("GET", "/machine-config"))["vcpu_count"] as? Int == 2)
+    }
+
+    // MARK: Actions
+
+    @Test func actions() throws {
+        #expect(call("PUT", "/actions", #"{"action_type": "Reboot"}"#).faultMessage?.contains("InstanceStart, SendCtrlAltDel or FlushMetrics") == true)
+        #expect(call("PUT", "/actions", #"{"action_type": "SendCtrlAltDel"}"#).faultMessage?.contains("before starting") == true)
+        #expect(call("PUT", "/actions", #"{"action_type": "FlushMetrics"}"#).faultMessage?.contains("PUT /metrics first") == true)
+        let metrics = try TempFile.make(bytes: [])
+        #expect(call("PUT", "/metrics", #"{"metrics_path": "\#(metrics)"}"#).status == 204)
+        #expect(call("PUT", "/metrics", #"{"metrics_path": "\#(metrics)"}"#).faultMessage?.contains("set once") == true)
+        start()
+        #expect(call("PUT", "/actions", #"{"action_type": "SendCtrlAltDel"}"#).status == 204)
+        #expect(host.vm?.inner.withLock { $0.ctrlAltDel } == 1)
+        #expect(call("PUT", "/actions", #"{"action_type": "FlushMetrics"}"#).status == 204)
+        #expect(call("PUT", "/actions", #"{"action_type": "FlushMetrics"}"#).status == 204)
+        let lines = try TempFile.read(metrics).split(separator: "\n")
+        #expect(lines.count == 2)
+        let first = try #require(try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any])
+        let api = try #require(first["api_server"] as? [String: Any])
+        #expect((api["requests"] as? [String: Int])?["PUT"] ?? 0 >= 5)
+        #expect((api["errors"] as? Int ?? 0) >= 3)
+        let vcpus = try #require(first["vcpus"] as? [[String: Any]])
+        #expect(vcpus.count == 2)
+        #expect((vcpus[0]["exits"] as? [String: Int])?["io"] == 3)
+        #expect(first["utc_timestamp_ms"] as? Int ?? 0 > 1_700_000_000_000)
+    }
+
+    // MARK: Pause and resume
+
+    @Test func vmStateTransitions() {
+        #expect(call("PATCH", "/vm", #"{"state": "Paused"}"#).faultMessage?.contains("has not started") == true)
+        start()
+        #expect(waitFor { host.vm?.state == .running })
+        #expect(call("PATCH", "/vm", #"{"state": "Resumed"}"#).faultMessage == "the VM is already running")
+        #expect(call("PATCH", "/vm", #"{"state": "Paused"}"#).status == 204)
+        #expect(json(call("GET", "/"))["state"] as? String == "Paused")
+        #expect(call("PATCH", "/vm", #"{"state": "Paused"}"#).faultMessage == "the VM is already paused")
+        #expect(call("PATCH", "/vm", #"{"state": "Stopped"}"#).faultMessage?.contains("use \"Paused\" or \"Resumed\"") == true)
+        #expect(call("PATCH", "/vm", #"{"state": "Resumed"}"#).status == 204)
+        #expect(json(call("GET", "/"))["state"] as? String == "Running")
+        host.vm?.stop(.signal(15))
+        #expect(waitFor { host.exits.withLock { $0 } == [.signal(15)] })
+        #expect(call("PATCH", "/vm", #"{"state": "Paused"}"#).faultMessage?.contains("stopped") == true)
+        #expect(json(call("GET", "/"))["state"] as? String == "Stopped")
+    }
+
+    // MARK: vCPUs (Swiftlet's extension)
+
+    @Test func vcpusBeforeStart() throws {
+        configure(cpus: 3)
+        let list = try #require(try JSONSerialization.jsonObject(with: Data(call("GET", "/vcpus").body)) as? [[String: Any]])
+        #expect(list.count == 3)
+        #expect(list.allSatisfy { $0["run_state"] as? String == "Not started" })
+        // Every documented member is present, null where nothing is known yet.
+        let text = String(decoding: call("GET", "/vcpus/2").body, as: UTF8.self)
+        for member in ["\"id\":2", "\"apic_id\":2", "\"mp_state\":null", "\"brought_up_by\":null", "\"last_exit\":null", "\"exits\":{}"] {
+            #expect(text.contains(member), "\(member) in \(text)")
+        }
+        #expect(call("PUT", "/vcpus/1/mp-state", #"{"mp_state": "RUNNABLE"}"#).faultMessage?.contains("before starting") == true)
+        #expect(call("PATCH", "/vcpus/1", #"{"state": "Paused"}"#).faultMessage?.contains("before starting") == true)
+    }
+
+    @Test func vcpusAfterStart() throws {
+        start(cpus: 8)
+        #expect(waitFor { host.vm?.state == .running })
+        let one = json(call("GET", "/vcpus/0"))
+        #expect(one["mp_state"] as? String == "RUNNABLE")
+        #expect(one["brought_up_by"] as? String == "boot")
+        #expect(one["last_exit"] as? String == "io")
+        #expect((one["exits"] as? [String: Int])?["io"] == 3)
+        #expect(json(call("GET", "/vcpus/7"))["mp_state"] as? String == "UNINITIALIZED")
+        #expect(call("GET", "/vcpus/8").status == 404)
+        #expect(call("GET", "/vcpus/x").status == 400)
+        #expect(call("GET", "/vcpus/-1").status == 400)
+        #expect(call("PUT", "/vcpus/8/mp-state", #"{"mp_state": "RUNNABLE"}"#).status == 404)
+    }
+
+    @Test func mpStateOverTheAPI() {
+        start(cpus: 8)
+        // Today's rules: a SIPI only after INIT; only a RUNNABLE vCPU halts.
+        let early = call("PUT", "/vcpus/5/mp-state", #"{"mp_state": "SIPI_RECEIVED"}"#)
+        #expect(early.status == 400)
+        #expect(early.faultMessage == "vCPU 5 cannot go from UNINITIALIZED to SIPI_RECEIVED: a SIPI is only accepted after INIT (INIT_RECEIVED)")
+        #expect(call("PUT", "/vcpus/5/mp-state", #"{"mp_state": "INIT_RECEIVED"}"#).status == 204)
+        #expect(json(call("GET", "/vcpus/5"))["mp_state"] as? String == "INIT_RECEIVED")
+        #expect(call("PUT", "/vcpus/5/mp-state", #"{"mp_state": "SIPI_RECEIVED"}"#).status == 204)
+        #expect(call("PUT", "/vcpus/5/mp-state", #"{"mp_state": "HALTED"}"#).faultMessage?.contains("only a RUNNABLE vCPU can halt") == true)
+        #expect(call("PUT", "/vcpus/5/mp-state", #"{"mp_state": "runnable"}"#).faultMessage?.contains("\"RUNNABLE\"") == true)
+        #expect(call("PUT", "/vcpus/5/mp-state", #"{"state": "RUNNABLE"}"#).faultMessage?.contains("unknown field `state`") == true)
+    }
+
+    @Test func onePausedVCPUWhileTheOthersRun() throws {
+        start(cpus: 2)
+        #expect(waitFor { host.vm?.state == .running })
+        #expect(call("PATCH", "/vcpus/1", #"{"state": "Paused"}"#).status == 204)
+        #expect(json(call("GET", "/vcpus/1"))["run_state"] as? String == "Paused")
+        #expect(json(call("GET", "/vcpus/0"))["run_state"] as? String == "Running")
+        #expect(json(call("GET", "/"))["state"] as? String == "Running")
+        #expect(call("PATCH", "/vcpus/1", #"{"state": "Paused"}"#).faultMessage == "vCPU 1 is already paused")
+        #expect(call("PATCH", "/vcpus/0", #"{"state": "Resumed"}"#).faultMessage == "vCPU 0 is not paused")
+        #expect(call("PATCH", "/vcpus/1", #"{"state": "Resumed"}"#).status == 204)
+        #expect(call("PATCH", "/vcpus/4", #"{"state": "Paused"}"#).status == 404)
+    }
+
+    // MARK: Logger
+
+    @Test func logger() throws {
+        let log = try TempFile.make(bytes: [])
+        #expect(call("PUT", "/logger", #"{"log_path": "\#(log)", "level": "Debug", "show_level": true}"#).status == 204)
+        #expect(call("PUT", "/logger", #"{"level": "Loud"}"#).faultMessage?.contains("Error, Warning, Info, Debug, Trace or Off") == true)
+        #expect(call("PUT", "/logger", #"{"log_path": "/nonexistent/dir/log"}"#).faultMessage?.contains("/nonexistent/dir/log") == true)
+        router.controller.logSink.handler(label: "swiftlet.test").log(level: .info, message: "hello from the test",
+                                                                     metadata: nil, source: "", file: "x.swift", function: "f", line: 1)
+        #expect(try TempFile.read(log).contains("[info] swiftlet.test: hello from the test"))
+        #expect(json(call("GET", "/vm/config"))["logger"] != nil)
+    }
+}
+
+/// Polls `condition` for up to two seconds (state changes that happen on the VM's thread).
+func waitFor(_ condition: () -> Bool) -> Bool {
+    for _ in 0..<2000 {
+        if condition() { return true }
+        usleep(1000)
+    }
+    return condition()
+}
+
+enum TempFile {
+    static func make(bytes: [UInt8]) throws -> String {
+        var template = Array("/tmp/swiftlet-api-XXXXXX".utf8CString)
+        let fd = mkstemp(&template)
+        guard fd >= 0 else { throw Failure(message: "mkstemp failed") }
+        defer { close(fd) }
+        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        return String(cString: template)
+    }
+
+    static func read(_ path: String) throws -> String {
+        guard let data = FileManager.default.contents(atPath: path) else { throw Failure(message: "cannot read \(path)") }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    struct Failure: Error { let message: String }
+}

@@ -75,8 +75,10 @@ let package = Package(
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CKVM", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Devices", "Hypercalls"]),
-        .testTarget(name: "APITests", dependencies: ["API", "VMM", "KVM", "JSON"]),
-        .testTarget(name: "SwiftletTests", dependencies: ["Loader", "DemoGuest", "VMM", "KVM"]),
+        // Shared by the API and end-to-end tests: a byte-exact HTTP client on a Unix socket.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "APITests", dependencies: ["API", "VMM", "KVM", "JSON", "TestSupport"]),
+        .testTarget(name: "SwiftletTests", dependencies: ["Loader", "DemoGuest", "VMM", "KVM", "TestSupport"]),
         .testTarget(name: "FuzzTests", dependencies: ["FuzzTargets", "Loader", "Hypercalls"]),
     ],
     swiftLanguageModes: [.v6]

@@ -66,13 +66,16 @@ public final class APIServer: Sendable {
         self.path = path; self.channel = channel; self.group = group; self.pool = pool; self.metricsTask = metricsTask
     }
 
-    /// Stops serving, closes every connection and removes the socket.
-    public func shutdown() {
+    /// Stops listening and removes the socket. `graceful` also closes every connection and ends
+    /// the server's threads; a process about to exit skips that, because NIO completes a graceful
+    /// shutdown on a libdispatch worker thread, and the syscall filter forbids new threads.
+    public func shutdown(graceful: Bool = true) {
         metricsTask?.cancel()
         try? channel.close().wait()
+        unlink(path)
+        guard graceful else { return }
         try? group.syncShutdownGracefully()
         try? pool.syncShutdownGracefully()
-        unlink(path)
     }
 }
 

@@ -94,7 +94,7 @@ struct LaunchOptions: ParsableArguments {
                 throw RuntimeFailure(error.description)
             }
         }
-        defer { server?.shutdown() }
+        defer { server?.shutdown(graceful: false) }
         if seccompNow {
             do { try SyscallFilter.install(serveAPI: true) } catch { throw RuntimeFailure(error.description) }
         }
@@ -113,7 +113,7 @@ struct LaunchOptions: ParsableArguments {
             printError("swiftlet: \(result.summary)")
             if let dump = result.registerDump { printError(dump) }
         }
-        server?.shutdown()
+        server?.shutdown(graceful: false)
         server = nil
         throw ExitCode(result.exitStatus)
     }

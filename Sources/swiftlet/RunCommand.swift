@@ -185,7 +185,7 @@ struct Run: ParsableCommand {
         }
         let outcome = machine.run()
         watcher?.finish()
-        server?.shutdown()
+        server?.shutdown(graceful: false)   // the process is about to exit
 
         if !outcome.isCleanExit {
             printError("swiftlet: \(outcome.summary)")

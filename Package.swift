@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Layers depend one way, top to bottom:
-//   swiftlet -> API -> VMM -> Devices, Hypercalls, X86 -> Loader -> GuestMemory;  X86, VMM -> KVM -> CKVM
+//   swiftlet -> APISocket -> API -> VMM -> Devices, Hypercalls, X86 -> Loader -> GuestMemory;  X86, VMM -> KVM -> CKVM
 let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
 
 let package = Package(
@@ -43,17 +43,21 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: strict),
-        // The HTTP control plane (Firecracker's API over a Unix socket): routing and bodies are pure
-        // (APIRouter), the NIO server is a thin shell around them.
+        // The control plane (Firecracker's API): the VM controller, routes and bodies, pure and
+        // testable without sockets or KVM. APISocket serves it over HTTP/1.1 on a Unix socket.
         .target(name: "API", dependencies: [
-            "VMM", "Loader", "X86", "JSON",
+            "VMM", "Loader", "X86", "JSON", "KVM",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+        .target(name: "APISocket", dependencies: [
+            "API",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .executableTarget(name: "swiftlet", dependencies: [
-            "VMM", "API", "Loader", "DemoGuest",
+            "VMM", "API", "APISocket", "Loader", "DemoGuest",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
@@ -62,12 +66,13 @@ let package = Package(
         // libFuzzer targets (Fuzz/README.md): `Fuzz/run.sh` builds them with -sanitize=fuzzer; a
         // normal build makes replay drivers. FuzzEngine only declares libFuzzer's driver entry.
         .target(name: "FuzzEngine"),
-        .target(name: "FuzzTargets", dependencies: ["FuzzEngine", "Loader", "GuestMemory", "Hypercalls"],
+        .target(name: "FuzzTargets", dependencies: ["FuzzEngine", "Loader", "GuestMemory", "Hypercalls", "API", "VMM"],
                 swiftSettings: strict),
         .executableTarget(name: "FuzzELF", dependencies: ["FuzzTargets"], swiftSettings: strict),
         .executableTarget(name: "FuzzXenNotes", dependencies: ["FuzzTargets"], swiftSettings: strict),
         .executableTarget(name: "FuzzBzImage", dependencies: ["FuzzTargets"], swiftSettings: strict),
         .executableTarget(name: "FuzzHypercalls", dependencies: ["FuzzTargets"], swiftSettings: strict),
+        .executableTarget(name: "FuzzAPI", dependencies: ["FuzzTargets"], swiftSettings: strict),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "GuestMemory"]),
         .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "Loader", "KVM", "JSON"]),
@@ -77,7 +82,7 @@ let package = Package(
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Devices", "Hypercalls"]),
         // Shared by the API and end-to-end tests: a byte-exact HTTP client on a Unix socket.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
-        .testTarget(name: "APITests", dependencies: ["API", "VMM", "KVM", "JSON", "TestSupport"]),
+        .testTarget(name: "APITests", dependencies: ["API", "APISocket", "VMM", "KVM", "JSON", "TestSupport"]),
         .testTarget(name: "SwiftletTests", dependencies: ["Loader", "DemoGuest", "VMM", "KVM", "TestSupport"]),
         .testTarget(name: "FuzzTests", dependencies: ["FuzzTargets", "Loader", "Hypercalls"]),
     ],

@@ -254,6 +254,30 @@ def hypercall_seeds():
     }
 
 
+def api_seeds():
+    """API request sequences (APIHarness): "METHOD URI\nbody", NUL between requests."""
+    def seq(*requests):
+        return b"\0".join(r.encode() for r in requests)
+    boot = 'PUT /boot-source\n{"kernel_image_path": "/k", "boot_args": "console=ttyS0"}'
+    machine = 'PUT /machine-config\n{"vcpu_count": 2, "mem_size_mib": 64}'
+    start = 'PUT /actions\n{"action_type": "InstanceStart"}'
+    return {
+        "getting-started": seq(boot, machine, start, "GET /", "GET /vcpus"),
+        "pause-resume": seq(boot, start, 'PATCH /vm\n{"state": "Paused"}', 'PATCH /vm\n{"state": "Paused"}',
+                            'PATCH /vm\n{"state": "Resumed"}', "GET /vm/config"),
+        "mp-state": seq(boot, machine, start, 'PUT /vcpus/1/mp-state\n{"mp_state": "INIT_RECEIVED"}',
+                        'PUT /vcpus/1/mp-state\n{"mp_state": "SIPI_RECEIVED"}', 'PATCH /vcpus/1\n{"state": "Paused"}',
+                        "GET /vcpus/1", "GET /vcpus/9"),
+        "patch-and-logger": seq('PATCH /machine-config\n{"mem_size_mib": 256, "smt": false}', "GET /machine-config",
+                                'PUT /logger\n{"level": "Debug", "show_level": true}', 'PUT /actions\n{"action_type": "FlushMetrics"}'),
+        "malformed": seq('PUT /machine-config\n{"vcpu_count": 1.5, "mem_size_mib": 64,}', 'PUT /machine-config\n[1, {"a": null}]',
+                         'PUT /machine-config\n{"vcpu_count": 1, "vcpu_count": 2}', "GET /\n{}", "DELETE /", "GET /drives/x",
+                         'PUT /boot-source\n{"kernel_image_path": "\\ud800"}'),
+        "after-start": seq(boot, start, machine, 'PUT /metrics\n{"metrics_path": "/m"}', 'PUT /actions\n{"action_type": "SendCtrlAltDel"}',
+                           start),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 
 def main():
@@ -267,6 +291,8 @@ def main():
     notes_dir = os.path.join(args.out, "xen-notes")
     bz_dir = os.path.join(args.out, "bzimage")
     hc_dir = os.path.join(args.out, "hypercalls")
+    for name, data in api_seeds().items():
+        write(os.path.join(args.out, "api"), name, data)
 
     for name in GUESTS:
         path = os.path.join(args.guests, name)

@@ -3,7 +3,7 @@
 #
 #   Fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]     default: 60 seconds, every target
 #
-# Targets: elf xen-notes bzimage hypercalls. They run one after another, each on a work copy of
+# Targets: elf xen-notes bzimage hypercalls api. They run one after another, each on a work copy of
 # its committed seeds (Fuzz/corpus/<target>), so that what the fuzzer adds never dirties the
 # repository; the work corpus is kept and grows from run to run. Prints the executions of each
 # target and the total. Exits 1 if any target crashed (or timed out, or ran out of memory), and
@@ -21,7 +21,7 @@ cd "$root"
 
 seconds=${1:-60}
 shift || true
-all=(elf xen-notes bzimage hypercalls)
+all=(elf xen-notes bzimage hypercalls api)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 
@@ -34,6 +34,7 @@ product() {
     xen-notes) echo FuzzXenNotes ;;
     bzimage) echo FuzzBzImage ;;
     hypercalls) echo FuzzHypercalls ;;
+    api) echo FuzzAPI ;;
     *) echo "Fuzz/run.sh: unknown target '$1' (targets: ${all[*]})" >&2; exit 2 ;;
   esac
 }
@@ -44,6 +45,7 @@ max_len() {
     elf) echo 65536 ;;
     xen-notes) echo 4096 ;;
     bzimage|hypercalls) echo 8192 ;;
+    api) echo 4096 ;;
   esac
 }
 

@@ -63,14 +63,19 @@ public final class VMController: Sendable {
     let forwardInput: Bool
     let seccomp: Bool
     let serveAPI: Bool
+    /// Reads a kernel or initrd (tests and the fuzz target read no files).
+    let readFile: @Sendable (String) throws(LoaderError) -> KernelFile
     public let metrics: MetricsRecorder
     public let logSink: LogSink
 
     public init(id: String, vmmVersion: String, build: @escaping VMBuilder,
                 serialOutput: @escaping @Sendable ([UInt8]) -> Void, forwardInput: Bool = false, seccomp: Bool = false,
-                serveAPI: Bool = true, logSink: LogSink = LogSink(), onExit: @escaping @Sendable (VMOutcome) -> Void = { _ in }) {
+                serveAPI: Bool = true, logSink: LogSink = LogSink(),
+                readFile: @escaping @Sendable (String) throws(LoaderError) -> KernelFile = { path throws(LoaderError) in try KernelFile.read(path: path) },
+                onExit: @escaping @Sendable (VMOutcome) -> Void = { _ in }) {
         self.id = id; self.vmmVersion = vmmVersion; self.build = build
         self.forwardInput = forwardInput; self.seccomp = seccomp; self.serveAPI = serveAPI; self.onExit = onExit
+        self.readFile = readFile
         self.logSink = logSink
         let metrics = MetricsRecorder()
         self.metrics = metrics
@@ -248,12 +253,12 @@ public final class VMController: Sendable {
     /// The machine configuration the builder gets: files read, defaults filled.
     func machineConfiguration(_ config: MachineConfigBody, _ boot: BootSourceBody) throws(APIError) -> MachineConfiguration {
         let kernel: KernelFile
-        do { kernel = try KernelFile.read(path: boot.kernel_image_path) } catch {
+        do { kernel = try readFile(boot.kernel_image_path) } catch {
             throw APIError("`kernel_image_path`: \(error.description)")
         }
         var initrd: KernelFile?
         if let path = boot.initrd_path {
-            do { initrd = try KernelFile.read(path: path) } catch {
+            do { initrd = try readFile(path) } catch {
                 throw APIError("`initrd_path`: \(error.description)")
             }
         }

@@ -18,7 +18,7 @@ public struct APIResponse: Sendable, Equatable {
 
     static let noContent = APIResponse(status: 204, body: [])
     static func json<T: Encodable>(_ value: T) -> APIResponse { APIResponse(status: 200, body: encodeJSON(value)) }
-    static func fault(_ error: APIError) -> APIResponse {
+    public static func fault(_ error: APIError) -> APIResponse {
         APIResponse(status: error.status, body: encodeJSON(Fault(fault_message: error.message)))
     }
 
@@ -106,7 +106,10 @@ public struct APIRouter: Sendable {
             return .json(controller.vcpus())
         case ("GET", "vcpus", 2):
             let id = try vcpuID(tokens[1])
-            return .json(controller.vcpus()[id])
+            guard let vcpu = controller.vcpus().first(where: { $0.id == id }) else {
+                throw APIError("no vCPU \(id)", status: 404)
+            }
+            return .json(vcpu)
         case ("PATCH", "vcpus", 2):
             let id = try vcpuID(tokens[1])
             try controller.setVCPUState(try decode(StateBody.self, body).state, vcpu: id)

@@ -24,7 +24,7 @@ public final class MetricsRecorder: Sendable {
 
     public init() {}
 
-    var isOpen: Bool { counts.withLock { $0.fd >= 0 } }
+    public var isOpen: Bool { counts.withLock { $0.fd >= 0 } }
 
     /// Opens (creating, appending) the metrics file; a FIFO is opened without blocking, as
     /// Firecracker does, so a reader may attach later.

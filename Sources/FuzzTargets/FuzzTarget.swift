@@ -24,6 +24,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// `HypercallDispatcher.handle` against a fake environment whose memory is the input, and
     /// `VCPUContext.parse`.
     case hypercalls
+    /// The API: request decoding and routing against a simulated VM (`APIHarness`).
+    case api
 
     /// The executable (SwiftPM product) that fuzzes this target.
     public var product: String {
@@ -32,6 +34,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .xenNotes: "FuzzXenNotes"
         case .bzImage: "FuzzBzImage"
         case .hypercalls: "FuzzHypercalls"
+        case .api: "FuzzAPI"
         }
     }
 
@@ -42,6 +45,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .xenNotes: 4096
         case .bzImage: 8192
         case .hypercalls: 8192
+        case .api: 4096
         }
     }
 
@@ -56,6 +60,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .xenNotes: harness.xenNotes(input)
         case .bzImage: harness.bzImage(input)
         case .hypercalls: _ = HypercallHarness.run(input)
+        case .api: APIHarness.run(input)
         }
     }
 }
@@ -100,6 +105,7 @@ public enum FuzzDriver {
         case .xenNotes: { data, size in FuzzTarget.xenNotes.run(FuzzDriver.bytes(data, size)); return 0 }
         case .bzImage: { data, size in FuzzTarget.bzImage.run(FuzzDriver.bytes(data, size)); return 0 }
         case .hypercalls: { data, size in FuzzTarget.hypercalls.run(FuzzDriver.bytes(data, size)); return 0 }
+        case .api: { data, size in FuzzTarget.api.run(FuzzDriver.bytes(data, size)); return 0 }
         }
     }
 

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import SystemPackage
 
 /// The bytes of a kernel image and the path they came from (kept for error messages).
@@ -20,6 +23,10 @@ public struct KernelFile: Sendable {
             throw .unreadable(path: path, errno: errnoValue(error))
         }
         defer { try? descriptor.close() }
+        var info = stat()
+        guard fstat(descriptor.rawValue, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+            throw .notARegularFile(path: path)
+        }
 
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 1 << 20)

@@ -14,6 +14,9 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
     case unreadable(path: String, errno: Int32)
     /// The file exists but holds no bytes.
     case empty(path: String)
+    /// A device, pipe or directory: files are read whole, so only regular files are taken (a
+    /// path like /dev/zero would otherwise be read until memory runs out).
+    case notARegularFile(path: String)
     /// Neither ELF magic at 0 nor "HdrS" at 0x202.
     case notAKernel(path: String)
     /// A structure of the image runs past the end of the file. `format` is "ELF" or "bzImage",
@@ -51,6 +54,8 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
             return "\(path): cannot read kernel image: \(String(cString: strerror(errno)))"
         case let .empty(path):
             return "\(path): kernel image is empty (0 bytes)"
+        case let .notARegularFile(path):
+            return "\(path): not a regular file (kernels, initrds and modules are read whole, so devices, pipes and directories are refused)"
         case let .notAKernel(path):
             return "\(path): not an ELF or bzImage kernel (no ELF magic, no HdrS header at 0x202)"
         case let .truncated(path, format, what, offset, fileSize):
@@ -85,7 +90,7 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
     /// The path of the image the error is about.
     public var path: String {
         switch self {
-        case let .unreadable(path, _), let .empty(path), let .notAKernel(path),
+        case let .unreadable(path, _), let .empty(path), let .notARegularFile(path), let .notAKernel(path),
              let .truncated(path, _, _, _, _), let .unsupported(path, _, _, _, _),
              let .impossibleNoteSize(path, _, _, _, _, _), let .truncatedNoteHeader(path, _, _),
              let .invalidSegment(path, _, _), let .noUsableEntry(path, _),

@@ -1,4 +1,5 @@
 import API
+import APISocket
 import ArgumentParser
 import DemoGuest
 import FoundationEssentials

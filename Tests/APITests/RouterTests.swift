@@ -188,7 +188,7 @@ import Glibc
         #expect(call("PUT", "/metrics", #"{"metrics_path": "\#(metrics)"}"#).faultMessage?.contains("set once") == true)
         start()
         #expect(call("PUT", "/actions", #"{"action_type": "SendCtrlAltDel"}"#).status == 204)
-        #expect(host.vm?.inner.withLock { $0.ctrlAltDel } == 1)
+        #expect(host.vm?.ctrlAltDelCount == 1)
         #expect(call("PUT", "/actions", #"{"action_type": "FlushMetrics"}"#).status == 204)
         #expect(call("PUT", "/actions", #"{"action_type": "FlushMetrics"}"#).status == 204)
         let lines = try TempFile.read(metrics).split(separator: "\n")

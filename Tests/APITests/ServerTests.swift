@@ -1,4 +1,5 @@
 @testable import API
+import APISocket
 import Foundation
 import TestSupport
 import Testing

@@ -1,14 +1,12 @@
-@testable import API
+import Dispatch
 import KVM
 import Synchronization
 import VMM
-#if canImport(Glibc)
-import Glibc
-#endif
 
-/// A VM without KVM for the controller and API tests: the real lifecycle and run-state rules,
-/// MP states kept in memory under the real `MPStateRules`.
-final class FakeVM: RunningVM {
+/// A VM without KVM, for the API's tests, its fuzz target and schema checks (`swiftlet
+/// --debug-simulated-vm`): Swiftlet's real lifecycle, run-state and MP-state rules over state kept
+/// in memory. Its boot vCPU is RUNNABLE and the others UNINITIALIZED, as a real VM's at start.
+public final class SimulatedVM: RunningVM {
     struct Inner {
         var lifecycle = VMLifecycle()
         var runStates: [VCPURunState]
@@ -18,54 +16,56 @@ final class FakeVM: RunningVM {
     }
 
     let inner: Mutex<Inner>
-    let finished = Mutex<Bool>(false)
+    let stopped = DispatchSemaphore(value: 0)
 
-    init(cpus: Int) {
+    /// How many times Ctrl-Alt-Del was sent.
+    public var ctrlAltDelCount: Int { inner.withLock { $0.ctrlAltDel } }
+
+    public init(cpus: Int) {
         inner = Mutex(Inner(runStates: Array(repeating: .notStarted, count: cpus),
                             mpStates: [.runnable] + Array(repeating: .uninitialized, count: cpus - 1)))
     }
 
-    var state: VMState { inner.withLock { $0.lifecycle.state } }
+    public var state: VMState { inner.withLock { $0.lifecycle.state } }
 
-    func start() throws(VMStateError) {
+    public func start() throws(VMStateError) {
         try inner.withLock { s throws(VMStateError) in
             try s.lifecycle.apply(.start)
             s.runStates = s.runStates.map { _ in .running }
         }
     }
 
-    func run() -> VMOutcome {
-        // Runs until stopped.
-        while true {
-            if let outcome = inner.withLock({ $0.stopped }) { return outcome }
-            usleep(1000)
-        }
+    public func run() -> VMOutcome {
+        stopped.wait()
+        return inner.withLock { $0.stopped } ?? .vmmError(vcpu: nil, message: "stopped without a reason")
     }
 
-    func stop(_ outcome: VMOutcome) {
+    public func stop(_ outcome: VMOutcome) {
         inner.withLock { s in
-            if s.stopped == nil { s.stopped = outcome }
+            guard s.stopped == nil else { return }
+            s.stopped = outcome
             try? s.lifecycle.apply(.stop)
             s.runStates = s.runStates.map { _ in .stopped }
         }
+        stopped.signal()
     }
 
-    func pause() throws(VMStateError) {
+    public func pause() throws(VMStateError) {
         try inner.withLock { s throws(VMStateError) in
             try s.lifecycle.apply(.pause)
             s.runStates = s.runStates.map { $0 == .running ? .paused : $0 }
         }
     }
 
-    func resume() throws(VMStateError) {
+    public func resume() throws(VMStateError) {
         try inner.withLock { s throws(VMStateError) in
             try s.lifecycle.apply(.resume)
             s.runStates = s.runStates.map { $0 == .paused ? .running : $0 }
         }
     }
 
-    func pause(vcpu: Int) throws(VCPUControlError) { try change(.pause, vcpu) }
-    func resume(vcpu: Int) throws(VCPUControlError) { try change(.resume, vcpu) }
+    public func pause(vcpu: Int) throws(VCPUControlError) { try change(.pause, vcpu) }
+    public func resume(vcpu: Int) throws(VCPUControlError) { try change(.resume, vcpu) }
 
     private func change(_ action: VCPURunAction, _ id: Int) throws(VCPUControlError) {
         try inner.withLock { s throws(VCPUControlError) in
@@ -76,7 +76,7 @@ final class FakeVM: RunningVM {
         }
     }
 
-    func setMPState(_ state: MPState, vcpu: Int) throws(MPStateError) {
+    public func setMPState(_ state: MPState, vcpu: Int) throws(MPStateError) {
         try inner.withLock { s throws(MPStateError) in
             guard s.mpStates.indices.contains(vcpu) else { throw .noSuchVCPU(vcpu, count: s.mpStates.count) }
             guard MPStateRules.allows(from: s.mpStates[vcpu], to: state) else {
@@ -86,7 +86,7 @@ final class FakeVM: RunningVM {
         }
     }
 
-    func status() -> [VCPUStatus] {
+    public func status() -> [VCPUStatus] {
         inner.withLock { s in
             s.mpStates.indices.map { id in
                 var xen = XenVCPUState()
@@ -97,24 +97,5 @@ final class FakeVM: RunningVM {
         }
     }
 
-    func sendCtrlAltDel() { inner.withLock { $0.ctrlAltDel += 1 } }
-}
-
-/// A controller whose builder makes `FakeVM`s, and what it built.
-final class FakeHost: Sendable {
-    let built = Mutex<FakeVM?>(nil)
-    let exits = Mutex<[VMOutcome]>([])
-    let serial = Mutex<[UInt8]>([])
-
-    func controller(id: String = "test-vm") -> VMController {
-        VMController(id: id, vmmVersion: "9.9.9", build: { [self] configuration throws(MachineError) in
-            let vm = FakeVM(cpus: configuration.cpus)
-            built.withLock { $0 = vm }
-            return vm
-        }, serialOutput: { [self] bytes in serial.withLock { $0 += bytes } }, onExit: { [self] outcome in
-            exits.withLock { $0.append(outcome) }
-        })
-    }
-
-    var vm: FakeVM? { built.withLock { $0 } }
+    public func sendCtrlAltDel() { inner.withLock { $0.ctrlAltDel += 1 } }
 }

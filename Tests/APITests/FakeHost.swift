@@ -1,0 +1,22 @@
+@testable import API
+import Synchronization
+import VMM
+
+/// A controller whose builder makes `SimulatedVM`s, and what it built.
+final class FakeHost: Sendable {
+    let built = Mutex<SimulatedVM?>(nil)
+    let exits = Mutex<[VMOutcome]>([])
+    let serial = Mutex<[UInt8]>([])
+
+    func controller(id: String = "test-vm") -> VMController {
+        VMController(id: id, vmmVersion: "9.9.9", build: { [self] configuration throws(MachineError) in
+            let vm = SimulatedVM(cpus: configuration.cpus)
+            built.withLock { $0 = vm }
+            return vm
+        }, serialOutput: { [self] bytes in serial.withLock { $0 += bytes } }, onExit: { [self] outcome in
+            exits.withLock { $0.append(outcome) }
+        })
+    }
+
+    var vm: SimulatedVM? { built.withLock { $0 } }
+}

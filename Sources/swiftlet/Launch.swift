@@ -3,6 +3,7 @@ import APISocket
 import ArgumentParser
 import Dispatch
 import FoundationEssentials
+import Loader
 import Logging
 import Synchronization
 import VMM
@@ -45,6 +46,11 @@ struct LaunchOptions: ParsableArguments {
     @Flag(name: .customLong("debug-seccomp-now"), help: .hidden)
     var seccompNow = false
 
+    /// Boots a simulated VM (no KVM, kernel files not read) so that schema checks reach every
+    /// state of the API: Tests/schemathesis.sh.
+    @Flag(name: .customLong("debug-simulated-vm"), help: .hidden)
+    var simulatedVM = false
+
     var isLaunch: Bool { apiSock != nil || configFile != nil || noAPI }
 
     func validate() throws {
@@ -73,10 +79,14 @@ struct LaunchOptions: ParsableArguments {
         if let logPath {
             do { try sink.configure(path: logPath) } catch { throw RuntimeFailure("--log-path \(logPath): \(error.message)") }
         }
+        let simulated = simulatedVM
         let controller = VMController(id: id, vmmVersion: version, build: { configuration throws(MachineError) in
-            try Machine(configuration, logger: Logger(label: "swiftlet"))
+            if simulated { return SimulatedVM(cpus: configuration.cpus) }
+            return try Machine(configuration, logger: Logger(label: "swiftlet"))
         }, serialOutput: { writeAll(STDOUT_FILENO, $0) }, forwardInput: true, seccomp: !noSeccomp, serveAPI: !noAPI,
-            logSink: sink, onExit: finish)
+            logSink: sink, readFile: { path throws(LoaderError) in
+                simulated ? KernelFile(path: path, bytes: [0]) : try KernelFile.read(path: path)
+            }, onExit: finish)
         // Before any other thread exists, so that every thread inherits the blocked signals.
         let watcher = try? SignalWatcher(onStop: { signal in
             if !controller.stopVM(.signal(signal)) { finish(.signal(signal)) }

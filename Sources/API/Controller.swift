@@ -3,6 +3,9 @@ import Loader
 import Synchronization
 import VMM
 import X86
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What the controller needs of a built VM. `Machine` is one; tests drive the controller and
 /// the API with a fake, without /dev/kvm.
@@ -23,6 +26,31 @@ public protocol RunningVM: AnyObject, Sendable {
 }
 
 extension Machine: RunningVM {}
+
+/// The host files the controller touches: kernels and initrds it reads, log and metrics files it
+/// appends to. Tests, the fuzz target and schema checks replace them so nothing on disk changes.
+public struct HostFiles: Sendable {
+    public var read: @Sendable (String) throws(LoaderError) -> KernelFile
+    /// Opens a file for appending (created 0644; a FIFO without blocking); a descriptor or -errno.
+    public var openForAppend: @Sendable (String) -> Int32
+
+    public init(read: @escaping @Sendable (String) throws(LoaderError) -> KernelFile,
+                openForAppend: @escaping @Sendable (String) -> Int32) {
+        self.read = read; self.openForAppend = openForAppend
+    }
+
+    /// The real file system.
+    public static let host = HostFiles(read: { path throws(LoaderError) in try KernelFile.read(path: path) }, openForAppend: { path in
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NONBLOCK | O_CLOEXEC, 0o644)
+        return fd >= 0 ? fd : -errno
+    })
+
+    /// Nothing read or written: every kernel is a few bytes, every log and metrics file /dev/null.
+    public static let none = HostFiles(read: { path throws(LoaderError) in KernelFile(path: path, bytes: [0]) }, openForAppend: { _ in
+        let fd = open("/dev/null", O_WRONLY | O_CLOEXEC)
+        return fd >= 0 ? fd : -errno
+    })
+}
 
 /// Builds a VM from a configuration: `Machine.init` in the product.
 public typealias VMBuilder = @Sendable (MachineConfiguration) throws(MachineError) -> any RunningVM
@@ -63,19 +91,18 @@ public final class VMController: Sendable {
     let forwardInput: Bool
     let seccomp: Bool
     let serveAPI: Bool
-    /// Reads a kernel or initrd (tests and the fuzz target read no files).
-    let readFile: @Sendable (String) throws(LoaderError) -> KernelFile
+    let files: HostFiles
     public let metrics: MetricsRecorder
     public let logSink: LogSink
 
     public init(id: String, vmmVersion: String, build: @escaping VMBuilder,
                 serialOutput: @escaping @Sendable ([UInt8]) -> Void, forwardInput: Bool = false, seccomp: Bool = false,
                 serveAPI: Bool = true, logSink: LogSink = LogSink(),
-                readFile: @escaping @Sendable (String) throws(LoaderError) -> KernelFile = { path throws(LoaderError) in try KernelFile.read(path: path) },
+                files: HostFiles = .host,
                 onExit: @escaping @Sendable (VMOutcome) -> Void = { _ in }) {
         self.id = id; self.vmmVersion = vmmVersion; self.build = build
         self.forwardInput = forwardInput; self.seccomp = seccomp; self.serveAPI = serveAPI; self.onExit = onExit
-        self.readFile = readFile
+        self.files = files
         self.logSink = logSink
         let metrics = MetricsRecorder()
         self.metrics = metrics
@@ -174,7 +201,7 @@ public final class VMController: Sendable {
 
     public func putLogger(_ body: LoggerBody) throws(APIError) {
         try state.withLock { s throws(APIError) in try preBoot(s, "logger") }
-        try logSink.configure(body)
+        try logSink.configure(body, open: files.openForAppend)
         state.withLock { $0.logger = body }
     }
 
@@ -183,7 +210,7 @@ public final class VMController: Sendable {
             try preBoot(s, "metrics")
             if s.metrics != nil { throw APIError("metrics are already configured (to \(s.metrics!.metrics_path)); they can be set once") }
         }
-        try metrics.open(path: body.metrics_path)
+        try metrics.open(path: body.metrics_path, with: files.openForAppend)
         state.withLock { $0.metrics = body }
     }
 
@@ -253,12 +280,12 @@ public final class VMController: Sendable {
     /// The machine configuration the builder gets: files read, defaults filled.
     func machineConfiguration(_ config: MachineConfigBody, _ boot: BootSourceBody) throws(APIError) -> MachineConfiguration {
         let kernel: KernelFile
-        do { kernel = try readFile(boot.kernel_image_path) } catch {
+        do { kernel = try files.read(boot.kernel_image_path) } catch {
             throw APIError("`kernel_image_path`: \(error.description)")
         }
         var initrd: KernelFile?
         if let path = boot.initrd_path {
-            do { initrd = try readFile(path) } catch {
+            do { initrd = try files.read(path) } catch {
                 throw APIError("`initrd_path`: \(error.description)")
             }
         }

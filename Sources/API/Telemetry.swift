@@ -28,10 +28,10 @@ public final class MetricsRecorder: Sendable {
 
     /// Opens (creating, appending) the metrics file; a FIFO is opened without blocking, as
     /// Firecracker does, so a reader may attach later.
-    func open(path: String) throws(APIError) {
-        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_NONBLOCK | O_CLOEXEC, 0o644)
+    func open(path: String, with open: (String) -> Int32) throws(APIError) {
+        let fd = open(path)
         guard fd >= 0 else {
-            throw APIError("`metrics_path` \(path): cannot open: \(String(cString: strerror(errno)))")
+            throw APIError("`metrics_path` \(path): cannot open: \(String(cString: strerror(-fd)))")
         }
         counts.withLock { $0.fd = fd; $0.path = path }
     }
@@ -107,10 +107,10 @@ public final class LogSink: Sendable {
 
     /// Sends log lines to `path` from now on (`--log-path`).
     public func configure(path: String) throws(APIError) {
-        try configure(LoggerBody(log_path: path))
+        try configure(LoggerBody(log_path: path), open: HostFiles.host.openForAppend)
     }
 
-    func configure(_ body: LoggerBody) throws(APIError) {
+    func configure(_ body: LoggerBody, open: (String) -> Int32) throws(APIError) {
         var level: Logger.Level?
         if let name = body.level {
             guard let known = Self.level(named: name) else {
@@ -120,12 +120,15 @@ public final class LogSink: Sendable {
         }
         var fd: Int32?
         if let path = body.log_path {
-            let opened = Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_NONBLOCK | O_CLOEXEC, 0o644)
-            guard opened >= 0 else { throw APIError("`log_path` \(path): cannot open: \(String(cString: strerror(errno)))") }
+            let opened = open(path)
+            guard opened >= 0 else { throw APIError("`log_path` \(path): cannot open: \(String(cString: strerror(-opened)))") }
             fd = opened
         }
         settings.withLock { s in
-            if let fd { s.fd = fd }
+            if let fd {
+                if s.fd != STDERR_FILENO { close(s.fd) }
+                s.fd = fd
+            }
             if let level { s.level = level }
             if let show = body.show_level { s.showLevel = show }
             if let show = body.show_log_origin { s.showOrigin = show }

@@ -11,13 +11,17 @@ import VMM
 /// Besides not crashing, every answer must be what the API promises: 200 with a JSON body, 204
 /// with none, or 400/404 with `{"fault_message": ...}` and a message that is not empty.
 public enum APIHarness {
+    /// No file is read or written: a kernel path that is not absolute cannot be read, any other
+    /// reads as four bytes; log and metrics files are /dev/null.
+    static let files = HostFiles(read: { path throws(LoaderError) in
+        guard path.hasPrefix("/") else { throw .unreadable(path: path, errno: 2) }
+        return KernelFile(path: path, bytes: [0x7F, 0x45, 0x4C, 0x46])
+    }, openForAppend: HostFiles.none.openForAppend)
+
     public static func run(_ input: [UInt8]) {
         let controller = VMController(id: "fuzz", vmmVersion: "0", build: { configuration throws(MachineError) in
             SimulatedVM(cpus: configuration.cpus)
-        }, serialOutput: { _ in }, readFile: { path throws(LoaderError) in
-            guard path.hasPrefix("/") else { throw .unreadable(path: path, errno: 2) }
-            return KernelFile(path: path, bytes: [0x7F, 0x45, 0x4C, 0x46])
-        })
+        }, serialOutput: { _ in }, files: files)
         let router = APIRouter(controller: controller)
         for request in input.split(separator: 0, omittingEmptySubsequences: false).prefix(32) {
             let line = request.prefix { $0 != 0x0A }

@@ -3,7 +3,6 @@ import APISocket
 import ArgumentParser
 import Dispatch
 import FoundationEssentials
-import Loader
 import Logging
 import Synchronization
 import VMM
@@ -84,9 +83,7 @@ struct LaunchOptions: ParsableArguments {
             if simulated { return SimulatedVM(cpus: configuration.cpus) }
             return try Machine(configuration, logger: Logger(label: "swiftlet"))
         }, serialOutput: { writeAll(STDOUT_FILENO, $0) }, forwardInput: true, seccomp: !noSeccomp, serveAPI: !noAPI,
-            logSink: sink, readFile: { path throws(LoaderError) in
-                simulated ? KernelFile(path: path, bytes: [0]) : try KernelFile.read(path: path)
-            }, onExit: finish)
+            logSink: sink, files: simulated ? .none : .host, onExit: finish)
         // Before any other thread exists, so that every thread inherits the blocked signals.
         let watcher = try? SignalWatcher(onStop: { signal in
             if !controller.stopVM(.signal(signal)) { finish(.signal(signal)) }

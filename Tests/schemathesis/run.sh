@@ -23,7 +23,8 @@ swift build -q --product swiftlet
 work=$(mktemp -d)
 sock=$work/api.sock
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-.build/debug/swiftlet --api-sock "$sock" --debug-simulated-vm --no-seccomp >"$work/swiftlet.out" 2>&1 &
+# Both run in the scratch folder: the generated log and metrics paths are created there.
+(cd "$work" && exec "$root/.build/debug/swiftlet" --api-sock "$sock" --debug-simulated-vm --no-seccomp >swiftlet.out 2>&1) &
 vmm=$!
 socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" "UNIX-CONNECT:$sock" &
 proxy=$!
@@ -35,9 +36,9 @@ status=0
 # path"), and positive_data_acceptance expects every schema-valid body to be accepted, where
 # Firecracker (and Swiftlet) refuse with 400 what the VM's state or the host forbids (pausing a VM
 # that has not started, more memory than the host has, a log file that cannot be opened).
-"$venv/bin/schemathesis" run docs/swiftlet-api.yaml --url "http://127.0.0.1:$port" \
+(cd "$work" && "$root/$venv/bin/schemathesis" run "$root/docs/swiftlet-api.yaml" --url "http://127.0.0.1:$port" \
     --checks all --exclude-checks unsupported_method,positive_data_acceptance \
-    --max-examples "$examples" --phases examples,coverage,fuzzing --seed 1 --no-color || status=$?
+    --max-examples "$examples" --phases examples,coverage,fuzzing --seed 1 --no-color) || status=$?
 if ! kill -0 $vmm 2>/dev/null; then
     echo "schemathesis/run.sh: swiftlet ended during the run:" >&2
     cat "$work/swiftlet.out" >&2

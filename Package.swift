@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .executable(name: "swiftlet", targets: ["swiftlet"]),
         .executable(name: "swiftlet-bench", targets: ["SwiftletBench"]),
+        .executable(name: "swiftlet-api-bench", targets: ["APIBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
@@ -63,6 +64,8 @@ let package = Package(
         ], swiftSettings: strict),
         // `swift run -c release swiftlet-bench`: Swiftlet against the KVM floor and QEMU microvm.
         .executableTarget(name: "SwiftletBench", swiftSettings: strict),
+        // `swiftlet-api-bench`: start-up, round trips, idle memory and pause latency of the API.
+        .executableTarget(name: "APIBench", swiftSettings: strict),
         // libFuzzer targets (Fuzz/README.md): `Fuzz/run.sh` builds them with -sanitize=fuzzer; a
         // normal build makes replay drivers. FuzzEngine only declares libFuzzer's driver entry.
         .target(name: "FuzzEngine"),

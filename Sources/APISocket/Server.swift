@@ -1,5 +1,4 @@
 import API
-import Dispatch
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -10,9 +9,10 @@ import Glibc
 
 /// The API over HTTP/1.1 on a Unix domain socket, served by SwiftNIO on one event loop (epoll,
 /// with an eventfd for wake-ups and a timerfd for its timers: the periodic metrics flush).
-/// Requests from every connection are routed one at a time on one pool thread, started with the
-/// server (no thread is created later, which the syscall filter forbids), so the event loop never
-/// waits on a vCPU and the VM sees one request at a time.
+/// Requests from every connection are routed on that one loop thread, one at a time, so the VM sees
+/// one request at a time and no request waits for a thread hand-off. A request that waits for the
+/// vCPUs (a pause, a status read) holds the loop for that long: other clients wait their turn,
+/// which is the serialisation Firecracker's API has too.
 public final class APIServer: Sendable {
     /// Firecracker's default `--http-api-max-payload-size`.
     public static let defaultMaxBodyBytes = 51_200
@@ -20,7 +20,6 @@ public final class APIServer: Sendable {
     public let path: String
     let channel: any Channel
     let group: MultiThreadedEventLoopGroup
-    let pool: NIOThreadPool
     let metricsTask: RepeatedTask?
 
     /// Binds `path` (mode 0600) and starts serving. A path that is a live socket is refused, a
@@ -29,9 +28,6 @@ public final class APIServer: Sendable {
                              logger: Logger = Logger(label: "swiftlet.api")) throws(APIServerError) -> APIServer {
         try SocketPath.prepare(path)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let pool = NIOThreadPool(numberOfThreads: 1)
-        pool.start()
-        let queue = RequestQueue(pool: pool)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 16)
             .childChannelInitializer { channel in
@@ -39,7 +35,7 @@ public final class APIServer: Sendable {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: true,
                                                                                     withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(
-                        HTTPHandler(router: router, queue: queue, maxBodyBytes: maxBodyBytes, logger: logger))
+                        HTTPHandler(router: router, maxBodyBytes: maxBodyBytes, logger: logger))
                 }
             }
         let channel: any Channel
@@ -50,21 +46,19 @@ public final class APIServer: Sendable {
             channel = try bootstrap.bind(unixDomainSocketPath: path).wait()
         } catch {
             try? group.syncShutdownGracefully()
-            try? pool.syncShutdownGracefully()
             throw .bind(path: path, reason: "\(error)")
         }
         let metrics = router.controller.metrics
         let controller = router.controller
         let task = group.next().scheduleRepeatedTask(initialDelay: .seconds(MetricsRecorder.flushInterval),
                                                      delay: .seconds(MetricsRecorder.flushInterval)) { _ in
-            queue.async { if metrics.isOpen { metrics.flush(vcpus: controller.vmState == .notStarted ? [] : controller.vcpuStatus()) } }
+            if metrics.isOpen { metrics.flush(vcpus: controller.vmState == .notStarted ? [] : controller.vcpuStatus()) }
         }
-        return APIServer(path: path, channel: channel, group: group, pool: pool, metricsTask: task)
+        return APIServer(path: path, channel: channel, group: group, metricsTask: task)
     }
 
-    private init(path: String, channel: any Channel, group: MultiThreadedEventLoopGroup, pool: NIOThreadPool,
-                 metricsTask: RepeatedTask?) {
-        self.path = path; self.channel = channel; self.group = group; self.pool = pool; self.metricsTask = metricsTask
+    private init(path: String, channel: any Channel, group: MultiThreadedEventLoopGroup, metricsTask: RepeatedTask?) {
+        self.path = path; self.channel = channel; self.group = group; self.metricsTask = metricsTask
     }
 
     /// Stops listening and removes the socket. `graceful` also closes every connection and ends
@@ -76,15 +70,6 @@ public final class APIServer: Sendable {
         unlink(path)
         guard graceful else { return }
         try? group.syncShutdownGracefully()
-        try? pool.syncShutdownGracefully()
-    }
-}
-
-/// Runs work one item at a time on the server's pool thread.
-struct RequestQueue: Sendable {
-    let pool: NIOThreadPool
-    func async(_ work: @escaping @Sendable () -> Void) {
-        pool.submit { state in if state == .active { work() } }
     }
 }
 
@@ -132,22 +117,21 @@ enum SocketPath {
 }
 
 /// One connection: collects a request (head and body, up to the size limit), has the router
-/// answer it on the API queue, writes the answer. A client that hangs up mid-request only
+/// answer it, writes the answer. A client that hangs up mid-request only
 /// loses its own request.
 final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     let router: APIRouter
-    let queue: RequestQueue
     let maxBodyBytes: Int
     let logger: Logger
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     private var refused = false
 
-    init(router: APIRouter, queue: RequestQueue, maxBodyBytes: Int, logger: Logger) {
-        self.router = router; self.queue = queue; self.maxBodyBytes = maxBodyBytes; self.logger = logger
+    init(router: APIRouter, maxBodyBytes: Int, logger: Logger) {
+        self.router = router; self.maxBodyBytes = maxBodyBytes; self.logger = logger
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -171,17 +155,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.head = nil
             let request = APIRequest(method: head.method.rawValue, uri: head.uri, body: body)
             body = []
-            let keepAlive = head.isKeepAlive
-            let router = router
-            let loop = context.eventLoop
-            let bound = NIOLoopBound((self, context), eventLoop: loop)
-            queue.async {
-                let response = router.handle(request)
-                loop.execute {
-                    let (handler, context) = bound.value
-                    handler.write(response, keepAlive: keepAlive, context: context)
-                }
-            }
+            write(router.handle(request), keepAlive: head.isKeepAlive, context: context)
         }
     }
 

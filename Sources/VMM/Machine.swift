@@ -180,175 +180,43 @@ public final class Machine: Sendable {
     /// Each vCPU's MP state when the machine was built, before any guest code ran.
     public let initialMPStates: [MPState?]
 
-    /// Builds the VM: memory, irqchip, kernel, boot structures, devices, vCPUs. No guest code runs.
+    /// Builds the VM from a configuration, phase by phase (`MachineBuilder`): the checks and the
+    /// kernel, guest memory and boot structures first (input errors come before /dev/kvm is
+    /// opened), then the VM and its irqchip, the CPUID every vCPU gets and the MP table that
+    /// reports it, the memory slots, the devices, the vCPUs. No guest code runs.
     public init(_ configuration: MachineConfiguration, kvmPath: String = "/dev/kvm",
                 logger: Logger = Logger(label: "swiftlet")) throws(MachineError) {
         self.configuration = configuration
         self.logger = logger
-        do throws(ConfigurationError) {
-            try ConfigurationRules.check(memoryBytes: configuration.memorySize, cpus: configuration.cpus,
-                                         bootCPU: configuration.bootCPU, mpTable: configuration.mpTable)
-        } catch {
-            let value = switch error.field {
-            case .memory: "\(configuration.memorySize >> 10)K"
-            case .cpus: "\(configuration.cpus)"
-            case .bootCPU: "\(configuration.bootCPU)"
-            }
-            throw .configuration(error.commandLineMessage(value: value))
-        }
-        let image: KernelImage
-        let selection: (BootProtocol, reason: String)
-        do {
-            image = try KernelImage.parse(configuration.kernel)
-            selection = try image.selectProtocol(configuration.bootProtocol)
-        } catch { throw .loader(error) }
-        bootProtocol = selection.0
-        protocolReason = selection.reason
-        xenEnabled = configuration.xen.enabled(for: image)
+        try MachineBuilder.checkConfiguration(configuration)
+        let kernel = try MachineBuilder.kernel(configuration)
+        bootProtocol = kernel.protocol
+        protocolReason = kernel.reason
+        xenEnabled = configuration.xen.enabled(for: kernel.image)
 
-        do {
-            memory = try GuestMemory(regions: Layout.ramRegions(size: configuration.memorySize))
-        } catch { throw .memory(error) }
-        // Kernel, initrd, boot structures.
-        let loaded: LoadedKernel
-        do {
-            loaded = try image.load(into: memory, protocol: bootProtocol, floor: Layout.kernelFloor,
-                                    path: configuration.kernel.path)
-        } catch { throw .loader(error) }
-        if xenEnabled, bootProtocol == .xen64, case let .elf(elf) = image, let page = elf.notes.hypercallPage {
-            let physical = loaded.virtualBase != 0 && page >= loaded.virtualBase ? page - loaded.virtualBase : page
-            guard physical % 4096 == 0, memory.contains(GuestAddress(physical), length: 4096) else {
-                throw .configuration("\(configuration.kernel.path): XEN_ELFNOTE_HYPERCALL_PAGE 0x\(String(page, radix: 16)) is not a page-aligned address in guest RAM")
-            }
-            do { try memory.write(HypercallPage.bytes(longMode: true), at: GuestAddress(physical)) } catch { throw .memory(error) }
-        }
-        // Multiboot: the command line starts with the kernel's path, as GRUB and QEMU pass it, and
-        // the initrd is module 0 (its string is its path), followed by the --module files.
-        let guestCommandLine = bootProtocol == .multiboot && configuration.commandLineIsDefault ? [] : configuration.commandLine
-        var boot = BootConfiguration(protocol: bootProtocol, kernel: loaded, memorySize: configuration.memorySize,
-                                     commandLine: guestCommandLine, initrd: configuration.initrd?.bytes)
-        if bootProtocol == .multiboot {
-            boot.commandLine = Array(configuration.kernel.path.utf8) + (guestCommandLine.isEmpty ? [] : [0x20] + guestCommandLine)
-            boot.initrd = nil
-            boot.modules = (configuration.initrd.map { [($0, $0.path)] } ?? []) .map { BootModule(bytes: $0.0.bytes, string: $0.1) }
-                + configuration.modules.map { BootModule(bytes: $0.file.bytes, string: $0.string) }
-        } else if let first = configuration.modules.first {
-            throw .configuration("--module \(first.file.path): modules are for Multiboot kernels; this kernel boots by "
-                + "\(bootProtocol.rawValue) (\(protocolReason)); pass one file as --initrd instead")
-        }
-        if case let .bzImage(bz) = image {
-            boot.kernelCommandLineLimit = bz.version >= 0x0206 ? Int(bz.cmdlineSize) : 255
-            boot.initrdCeiling = UInt64(bz.initrdAddressMax) + 1
-        } else if bootProtocol == .linux {
-            boot.initrdCeiling = 0x8000_0000
-        }
-        if configuration.acpi { boot.acpi = ACPI(cpus: configuration.cpus) }
-        // Everything but the MP table, which needs KVM's CPUID: input errors (command line, initrd
-        // and modules that do not fit) come before /dev/kvm is opened.
-        var bootState: BootState
-        do { bootState = try BootSetup.prepare(boot, in: memory) } catch { throw .boot(error) }
-        // KVM: the VM, its interrupt controllers and its memory. Input errors were found above,
-        // before /dev/kvm was opened.
-        do {
-            system = try KVMSystem(path: kvmPath)
-            let limit = system.maxVCPUs
-            guard (1...limit).contains(configuration.cpus) else {
-                throw MachineError.configuration("--cpus \(configuration.cpus) is out of range: this KVM allows 1 to \(limit)")
-            }
-            vm = try system.createVM()
-            try vm.setTSSAddress(Layout.kvmTSS)
-            try vm.createInterruptController()
-            try vm.createPIT()
-            if configuration.bootCPU != 0 { try vm.setBootCPU(configuration.bootCPU) }
-            if xenEnabled {
-                // Unknown and invalid MSR accesses come to userspace: the hypercall-page MSR is one.
-                try vm.enable(.userSpaceMSR, arguments: [Self.msrExitInvalid | Self.msrExitUnknown])
-            }
-        } catch let error as KVMError {
-            throw .kvm(error)
-        } catch let error as MachineError {
-            throw error
-        } catch {
-            throw .configuration("\(error)")
-        }
+        memory = try MachineBuilder.guestMemory(size: configuration.memorySize)
+        let (boot, entry) = try MachineBuilder.bootStructures(configuration, kernel: kernel, xen: xenEnabled, in: memory)
 
-        var supported: [CPUIDEntry]
-        do { supported = try system.supportedCPUID() } catch { throw .kvm(error) }
-        if xenEnabled {
-            // Xen's leaves replace KVM's own signature at the hypervisor base.
-            supported.removeAll { $0.function >= XenABI.cpuidBase && $0.function < XenABI.cpuidBase + 0x100 }
-            supported += XenABI.cpuidLeaves.map { CPUIDEntry(function: $0.function, eax: $0.eax, ebx: $0.ebx, ecx: $0.ecx, edx: $0.edx) }
-        }
-        if let template = configuration.cpuTemplate {   // before the per-vCPU fields (CPUIDTemplate.entries)
-            do { supported = try Self.templatedCPUID(supported, template: template, system: system) } catch { throw .cpuTemplate(error) }
-        }
-        if configuration.mpTable {   // it reports the boot vCPU's CPUID signature and features
-            let leaf1 = CPUIDTemplate.entries(from: supported, apicID: 0, count: configuration.cpus)
-                .first { $0.function == 1 }
-            let table = MPTable(cpus: configuration.cpus, bootCPU: configuration.bootCPU,
-                                cpuSignature: (leaf1?.eax ?? 0) & 0xFFF, featureFlags: leaf1?.edx ?? 0)
-            do { try BootSetup.write(table, in: memory) } catch { throw .memory(error) }
+        let created = try MachineBuilder.virtualMachine(configuration, kvmPath: kvmPath, xen: xenEnabled)
+        system = created.system
+        vm = created.vm
+        let cpuid = try MachineBuilder.cpuid(configuration, system: system, xen: xenEnabled)
+        var bootState = boot
+        if configuration.mpTable {
+            try MachineBuilder.writeMPTable(configuration, cpuid: cpuid, in: memory)
             bootState.placements["mp_table"] = MPTable.floatingPointerAddress
         }
         self.bootState = bootState
+        try MachineBuilder.registerMemory(memory, with: vm)
 
+        let devices = try MachineBuilder.devices(configuration, vm: vm, commandLine: kernel.guestCommandLine(configuration),
+                                                 logger: logger)
+        ports = devices.ports
+        mmio = devices.mmio
+        serial = devices.serial
+        keyboard = devices.keyboard
 
-        do {
-            for (slot, region) in memory.regions.enumerated() {
-                try vm.setMemoryRegion(slot: UInt32(slot), guestAddress: region.start.rawValue,
-                                       size: region.size, hostAddress: region.hostAddress)
-            }
-        } catch { throw .kvm(error) }
-
-        // Devices. The serial IRQ goes through the in-kernel PIC/IOAPIC.
-        let vmForIRQ = vm
-        serial = Serial16550(output: configuration.serialOutput, interruptLine: { high in
-            try? vmForIRQ.setInterruptLine(Serial16550.com1IRQ, high: high)
-        })
-        keyboard = I8042(keyboardInterruptLine: { high in
-            try? vmForIRQ.setInterruptLine(I8042.keyboardIRQ, high: high)
-        })
-        do {
-            var portDevices: [(base: UInt64, length: UInt64, device: any BusDevice)] = [
-                (Serial16550.com1Port, Serial16550.registerCount, serial),
-                (DebugExitPort.defaultPort, DebugExitPort.width, DebugExitPort()),
-                (PowerOffPort.defaultPort, PowerOffPort.width, PowerOffPort()),
-                (CheckpointPort.defaultPort, CheckpointPort.width, CheckpointPort()),
-                (I8042.dataPort, I8042.commandPort - I8042.dataPort + 1, keyboard),
-                (FirmwareConfig.selectorPort, FirmwareConfig.width, FirmwareConfig(items: FirmwareConfig.items(
-                    cpus: configuration.cpus, ramBytes: configuration.memorySize, commandLine: guestCommandLine))),
-            ]
-            if configuration.acpi {   // the FADT's sleep control/status registers
-                portDevices.append((ACPI.sleepControlPort, 2, SleepControlPort(poweroffSleepType: ACPI.s5SleepType)))
-            }
-            ports = try Bus(.port, devices: portDevices, logger: logger)
-            mmio = try Bus(.mmio, devices: [], logger: logger)
-        } catch { throw .configuration(error.description) }
-
-        // vCPUs: CPUID, MSRs, FPU, LAPIC for all; registers only for the boot vCPU. The others
-        // stay UNINITIALIZED until the guest sends INIT-SIPI-SIPI.
-        do {
-            var vcpus: [VCPU] = []
-            for id in 0..<configuration.cpus {
-                let vcpu = try vm.createVCPU(id: id)
-                try vcpu.setCPUID(CPUIDTemplate.entries(from: supported, apicID: UInt32(id), count: configuration.cpus))
-                try vcpu.setMSRs(BootMSRs.values)
-                try vcpu.setFPU(controlWord: 0x37F, mxcsr: 0x1F80)
-                try Self.configureLocalAPIC(vcpu)
-                if id == configuration.bootCPU {
-                    try vcpu.setRegisters(bootState.registers)
-                    var sregs = try vcpu.specialRegisters()
-                    bootState.apply(to: &sregs)
-                    try vcpu.setSpecialRegisters(sregs)
-                }
-                vcpus.append(vcpu)
-            }
-            self.vcpus = vcpus
-        } catch { throw .kvm(error) }
-        let vcpus = self.vcpus
-        if let template = configuration.cpuTemplate {   // after the boot MSRs
-            for vcpu in vcpus { try Self.applyMSRModifiers(of: template, to: vcpu) }
-        }
+        vcpus = try MachineBuilder.vcpus(configuration, vm: vm, cpuid: cpuid, boot: bootState)
         // Hypercalls need the caller's registers; with sync regs they come with the exit.
         registersSynced = xenEnabled && system.check(.syncRegs) & 0x3 == 0x3
         if registersSynced { for vcpu in vcpus { vcpu.syncRegistersOnExit(true) } }
@@ -356,7 +224,7 @@ public final class Machine: Sendable {
         slots[configuration.bootCPU].xen.withLock { $0.bringUp = .boot; $0.initialised = true }
         initialMPStates = vcpus.map { try? $0.mpState() }
         logger.debug("machine built", metadata: [
-            "protocol": "\(bootProtocol.rawValue)", "entry": "0x\(String(loaded.entry, radix: 16))",
+            "protocol": "\(bootProtocol.rawValue)", "entry": "0x\(String(entry, radix: 16))",
             "memory": "\(configuration.memorySize)", "cpus": "\(configuration.cpus)"])
     }
 

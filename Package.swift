@@ -45,15 +45,16 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: strict),
         // The control plane (Firecracker's API): the VM controller, routes and bodies, pure and
-        // testable without sockets or KVM. APISocket serves it over HTTP/1.1 on a Unix socket.
+        // testable without sockets or KVM. APISocket serves it over HTTP/1.1 on a Unix socket from
+        // the VMM's main loop, with SwiftNIO's HTTP/1.1 codec.
         .target(name: "API", dependencies: [
             "VMM", "Loader", "X86", "JSON", "KVM",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .target(name: "APISocket", dependencies: [
-            "API",
+            "API", "VMM", "CSwiftletSystem",
             .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),

@@ -13,8 +13,8 @@ public protocol RunningVM: AnyObject, Sendable {
     var state: VMState { get }
     /// Not started → Running: from here on pause, resume and vCPU requests are accepted.
     func start() throws(VMStateError)
-    /// Runs the guest until the VM ends (on a thread of the controller's).
-    func run() -> VMOutcome
+    /// Starts the guest; `onExit` is called once when the VM has ended (`Machine`: on `loop`).
+    func launch(on loop: MainLoop, onExit: @escaping @Sendable (VMOutcome) -> Void)
     func stop(_ outcome: VMOutcome)
     func pause() throws(VMStateError)
     func resume() throws(VMStateError)
@@ -82,6 +82,8 @@ public final class VMController: Sendable {
 
     public let id: String
     public let vmmVersion: String
+    /// The main loop the VM's console and watchdog (and the API) are served on.
+    let loop: MainLoop
     let state = Mutex(State())
     let build: VMBuilder
     /// Called on the VM's thread when the VM has ended.
@@ -95,12 +97,12 @@ public final class VMController: Sendable {
     public let metrics: MetricsRecorder
     public let logSink: LogSink
 
-    public init(id: String, vmmVersion: String, build: @escaping VMBuilder,
+    public init(id: String, vmmVersion: String, loop: MainLoop, build: @escaping VMBuilder,
                 serialOutput: @escaping @Sendable ([UInt8]) -> Void, forwardInput: Bool = false, seccomp: Bool = false,
                 serveAPI: Bool = true, logSink: LogSink = LogSink(),
                 files: HostFiles = .host,
                 onExit: @escaping @Sendable (VMOutcome) -> Void = { _ in }) {
-        self.id = id; self.vmmVersion = vmmVersion; self.build = build
+        self.id = id; self.vmmVersion = vmmVersion; self.loop = loop; self.build = build
         self.forwardInput = forwardInput; self.seccomp = seccomp; self.serveAPI = serveAPI; self.onExit = onExit
         self.files = files
         self.logSink = logSink
@@ -265,15 +267,9 @@ public final class VMController: Sendable {
             throw APIError("InstanceStart: \(error)")
         }
         state.withLock { $0.vm = vm }
-        do {
-            _ = try NativeThread(name: "vmm") { [self] in
-                let outcome = vm.run()
-                state.withLock { $0.outcome = outcome }
-                onExit(outcome)
-            }
-        } catch {
-            vm.stop(.vmmError(vcpu: nil, message: error.description))
-            throw APIError("InstanceStart: \(error.description)")
+        vm.launch(on: loop) { [self] outcome in
+            state.withLock { $0.outcome = outcome }
+            onExit(outcome)
         }
     }
 

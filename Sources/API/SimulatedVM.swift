@@ -1,4 +1,3 @@
-import Dispatch
 import KVM
 import Synchronization
 import VMM
@@ -13,10 +12,10 @@ public final class SimulatedVM: RunningVM {
         var mpStates: [MPState]
         var ctrlAltDel = 0
         var stopped: VMOutcome?
+        var onExit: (@Sendable (VMOutcome) -> Void)?
     }
 
     let inner: Mutex<Inner>
-    let stopped = DispatchSemaphore(value: 0)
 
     /// How many times Ctrl-Alt-Del was sent.
     public var ctrlAltDelCount: Int { inner.withLock { $0.ctrlAltDel } }
@@ -35,19 +34,25 @@ public final class SimulatedVM: RunningVM {
         }
     }
 
-    public func run() -> VMOutcome {
-        stopped.wait()
-        return inner.withLock { $0.stopped } ?? .vmmError(vcpu: nil, message: "stopped without a reason")
+    /// Nothing runs; `onExit` is called by `stop`, on the caller's thread.
+    public func launch(on loop: MainLoop, onExit: @escaping @Sendable (VMOutcome) -> Void) {
+        let early = inner.withLock { s -> VMOutcome? in
+            if s.stopped == nil { s.onExit = onExit }
+            return s.stopped
+        }
+        if let early { onExit(early) }
     }
 
     public func stop(_ outcome: VMOutcome) {
-        inner.withLock { s in
-            guard s.stopped == nil else { return }
+        let onExit = inner.withLock { s -> (@Sendable (VMOutcome) -> Void)? in
+            guard s.stopped == nil else { return nil }
             s.stopped = outcome
             try? s.lifecycle.apply(.stop)
             s.runStates = s.runStates.map { _ in .stopped }
+            defer { s.onExit = nil }
+            return s.onExit
         }
-        stopped.signal()
+        onExit?(outcome)
     }
 
     public func pause() throws(VMStateError) {

@@ -1,76 +1,135 @@
 import API
+import CSwiftletSystem
 import Logging
 import NIOCore
+import NIOEmbedded
 import NIOHTTP1
-import NIOPosix
+import Synchronization
+import VMM
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The API over HTTP/1.1 on a Unix domain socket, served by SwiftNIO on one event loop (epoll,
-/// with an eventfd for wake-ups and a timerfd for its timers: the periodic metrics flush).
-/// Requests from every connection are routed on that one loop thread, one at a time, so the VM sees
-/// one request at a time and no request waits for a thread hand-off. A request that waits for the
-/// vCPUs (a pause, a status read) holds the loop for that long: other clients wait their turn,
-/// which is the serialisation Firecracker's API has too.
+/// The API over HTTP/1.1 on a Unix domain socket, served by the VMM's main loop (`MainLoop`: one
+/// epoll set that also serves the console, signals and the watchdog). The socket and its
+/// connections are the loop's descriptors; SwiftNIO's HTTP/1.1 codec (the server pipeline, run
+/// in an `EmbeddedChannel` per connection) turns their bytes into requests and answers into bytes.
+///
+/// Requests from every connection are routed on the loop's thread, one at a time, so the VM sees
+/// one request at a time. A request that waits for the vCPUs (a pause, a status read) holds the
+/// loop for that long: other clients wait their turn, which is the serialisation Firecracker's
+/// API has too.
 public final class APIServer: Sendable {
     /// Firecracker's default `--http-api-max-payload-size`.
     public static let defaultMaxBodyBytes = 51_200
+    /// Connections beyond this are closed as soon as they are accepted.
+    static let maxConnections = 64
+    /// A client that sends requests without reading the answers is not read from beyond this.
+    static let maxPendingOutput = 1 << 20
 
     public let path: String
-    let channel: any Channel
-    let group: MultiThreadedEventLoopGroup
-    let metricsTask: RepeatedTask?
+    let loop: MainLoop
+    let listener: Int32
+    let state = Mutex(ServerState())
+    let router: APIRouter
+    let maxBodyBytes: Int
+    let logger: Logger
 
-    /// Binds `path` (mode 0600) and starts serving. A path that is a live socket is refused, a
-    /// stale one (nobody accepting) replaced, anything else refused.
-    public static func start(path: String, router: APIRouter, maxBodyBytes: Int = defaultMaxBodyBytes,
+    struct ServerState {
+        var connections: [Int32: Connection] = [:]
+        var metricsTimer: MainLoop.Timer?
+        var closed = false
+    }
+
+    /// Binds `path` (mode 0600) and serves it on `loop`. A path that is a live socket is refused,
+    /// a stale one (nobody accepting) replaced, anything else refused.
+    public static func start(path: String, router: APIRouter, on loop: MainLoop, maxBodyBytes: Int = defaultMaxBodyBytes,
                              logger: Logger = Logger(label: "swiftlet.api")) throws(APIServerError) -> APIServer {
         try SocketPath.prepare(path)
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(ChannelOptions.backlog, value: 16)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: true,
-                                                                                    withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(
-                        HTTPHandler(router: router, maxBodyBytes: maxBodyBytes, logger: logger))
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { throw .bind(path: path, reason: String(cString: strerror(errno))) }
+        var address = sockaddr_un()
+        guard SocketPath.fill(&address, path) else {
+            Glibc.close(fd)
+            throw .bind(path: path, reason: "the path is longer than a Unix socket address allows (107 bytes)")
+        }
+        // umask, not chmod after bind: no moment when another user could connect.
+        let old = umask(0o177)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        let error = errno
+        umask(old)
+        guard bound == 0, listen(fd, 16) == 0 else {
+            Glibc.close(fd)
+            throw .bind(path: path, reason: String(cString: strerror(bound == 0 ? errno : error)))
+        }
+        let server = APIServer(path: path, loop: loop, listener: fd, router: router, maxBodyBytes: maxBodyBytes, logger: logger)
+        do {
+            try loop.watch(fd, for: .readable) { [server] _ in server.accept() }
+            let period = UInt64(MetricsRecorder.flushInterval) * 1_000_000_000
+            let timer = try loop.schedule(after: period, every: period) { [router] in
+                let controller = router.controller
+                if controller.metrics.isOpen {
+                    controller.metrics.flush(vcpus: controller.vmState == .notStarted ? [] : controller.vcpuStatus())
                 }
             }
-        let channel: any Channel
-        do {
-            // umask, not chmod after bind: no moment when another user could connect.
-            let old = umask(0o177)
-            defer { umask(old) }
-            channel = try bootstrap.bind(unixDomainSocketPath: path).wait()
+            server.state.withLock { $0.metricsTimer = timer }
         } catch {
-            try? group.syncShutdownGracefully()
-            throw .bind(path: path, reason: "\(error)")
+            server.shutdown()
+            throw .bind(path: path, reason: error.description)
         }
-        let metrics = router.controller.metrics
-        let controller = router.controller
-        let task = group.next().scheduleRepeatedTask(initialDelay: .seconds(MetricsRecorder.flushInterval),
-                                                     delay: .seconds(MetricsRecorder.flushInterval)) { _ in
-            if metrics.isOpen { metrics.flush(vcpus: controller.vmState == .notStarted ? [] : controller.vcpuStatus()) }
-        }
-        return APIServer(path: path, channel: channel, group: group, metricsTask: task)
+        return server
     }
 
-    private init(path: String, channel: any Channel, group: MultiThreadedEventLoopGroup, metricsTask: RepeatedTask?) {
-        self.path = path; self.channel = channel; self.group = group; self.metricsTask = metricsTask
+    private init(path: String, loop: MainLoop, listener: Int32, router: APIRouter, maxBodyBytes: Int, logger: Logger) {
+        self.path = path; self.loop = loop; self.listener = listener; self.router = router
+        self.maxBodyBytes = maxBodyBytes; self.logger = logger
     }
 
-    /// Stops listening and removes the socket. `graceful` also closes every connection and ends
-    /// the server's threads; a process about to exit skips that, because NIO completes a graceful
-    /// shutdown on a libdispatch worker thread, and the syscall filter forbids new threads.
-    public func shutdown(graceful: Bool = true) {
-        metricsTask?.cancel()
-        try? channel.close().wait()
+    /// Stops listening, closes every connection and removes the socket; from any thread (the
+    /// work is done on the loop's thread while it runs).
+    public func shutdown() {
+        loop.perform { [self] in closeAll() }
+    }
+
+    private func closeAll() {
+        let (connections, timer, first) = state.withLock { s -> ([Connection], MainLoop.Timer?, Bool) in
+            guard !s.closed else { return ([], nil, false) }
+            s.closed = true
+            defer { s.connections = [:] }
+            return (Array(s.connections.values), s.metricsTimer, true)
+        }
+        guard first else { return }
+        if let timer { loop.cancel(timer) }
+        loop.unwatch(listener)
+        Glibc.close(listener)
         unlink(path)
-        guard graceful else { return }
-        try? group.syncShutdownGracefully()
+        for connection in connections { connection.close() }
     }
+
+    private func accept() {
+        while true {
+            let fd = cswiftlet_accept(listener)
+            if fd < 0 { return }   // EAGAIN: all taken; other errors: the next readiness retries
+            let full = state.withLock { $0.connections.count >= Self.maxConnections || $0.closed }
+            if full {
+                Glibc.close(fd)
+                continue
+            }
+            do {
+                let connection = try Connection(fd: fd, server: self)
+                state.withLock { $0.connections[fd] = connection }
+                try loop.watch(fd, for: .readable) { [connection] events in connection.ready(events) }
+            } catch {
+                logger.debug("API connection refused", metadata: ["error": "\(error)"])
+                state.withLock { _ = $0.connections.removeValue(forKey: fd) }
+                Glibc.close(fd)
+            }
+        }
+    }
+
+    func forget(_ fd: Int32) { state.withLock { _ = $0.connections.removeValue(forKey: fd) } }
 }
 
 public enum APIServerError: Error, CustomStringConvertible {
@@ -97,18 +156,23 @@ enum SocketPath {
         unlink(path)   // stale: its server is gone
     }
 
-    /// True if something accepts connections on the socket at `path`.
-    static func isLive(_ path: String) -> Bool {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_un()
+    static func fill(_ address: inout sockaddr_un, _ path: String) -> Bool {
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
         guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
             for (i, b) in bytes.enumerated() { raw[i] = b }
         }
+        return true
+    }
+
+    /// True if something accepts connections on the socket at `path`.
+    static func isLive(_ path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_un()
+        guard fill(&address, path) else { return false }
         let result = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
@@ -116,9 +180,87 @@ enum SocketPath {
     }
 }
 
-/// One connection: collects a request (head and body, up to the size limit), has the router
-/// answer it, writes the answer. A client that hangs up mid-request only
-/// loses its own request.
+/// One client connection, on the loop's thread only: bytes read go through the HTTP codec and
+/// the handler; the answers' bytes are written back, the rest kept until the socket takes them.
+final class Connection: @unchecked Sendable {   // confined to the main loop's thread
+    let fd: Int32
+    unowned let server: APIServer
+    let channel: EmbeddedChannel
+    private var output: [UInt8] = []
+    private var closed = false
+    private var wantsWrite = false
+
+    init(fd: Int32, server: APIServer) throws {
+        self.fd = fd
+        self.server = server
+        channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+        try channel.pipeline.syncOperations.addHandler(
+            HTTPHandler(router: server.router, maxBodyBytes: server.maxBodyBytes, logger: server.logger))
+        try channel.connect(to: SocketAddress(unixDomainSocketPath: "/swiftlet-api")).wait()
+    }
+
+    func ready(_ events: MainLoop.Events) {
+        if events.contains(.writable) { flush() }
+        if events.contains(.readable) || events.contains(.hangUp) || events.contains(.error) { read() }
+    }
+
+    private func read() {
+        guard !closed else { return }
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let n = recv(fd, &buffer, buffer.count, 0)
+        if n < 0 && (errno == EAGAIN || errno == EINTR) { return }
+        guard n > 0 else { close(); return }   // the client hung up (mid-request or not)
+        do {
+            try channel.writeInbound(channel.allocator.buffer(bytes: buffer[0..<n]))
+        } catch {
+            server.logger.debug("API request error", metadata: ["error": "\(error)"])
+        }
+        channel.embeddedEventLoop.run()
+        collect()
+        flush()
+    }
+
+    /// Takes what the pipeline wrote.
+    private func collect() {
+        while let part = try? channel.readOutbound(as: IOData.self) {
+            switch part {
+            case let .byteBuffer(buffer): output += buffer.readableBytesView
+            case .fileRegion: break   // never written by the handler
+            }
+        }
+    }
+
+    private func flush() {
+        while !output.isEmpty {
+            let n = output.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
+            if n > 0 { output.removeFirst(n); continue }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && errno == EAGAIN { break }
+            close()
+            return
+        }
+        if output.isEmpty && !channel.isActive { close(); return }
+        let events: MainLoop.Events = output.isEmpty ? .readable
+            : output.count > APIServer.maxPendingOutput ? .writable : [.readable, .writable]
+        if events.contains(.writable) != wantsWrite || output.count > APIServer.maxPendingOutput {
+            server.loop.change(fd, to: events)
+            wantsWrite = events.contains(.writable)
+        }
+    }
+
+    func close() {
+        guard !closed else { return }
+        closed = true
+        server.loop.unwatch(fd)
+        Glibc.close(fd)
+        server.forget(fd)
+        _ = try? channel.finish(acceptAlreadyClosed: true)
+    }
+}
+
+/// Collects a request (head and body, up to the size limit), has the router answer it, writes
+/// the answer. A client that hangs up mid-request only loses its own request.
 final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -180,20 +322,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         if !response.body.isEmpty {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)
         }
-        let done = context.writeAndFlushPromise()
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
-        if !keepAlive {
-            let channel = context.channel
-            done.futureResult.whenComplete { _ in channel.close(promise: nil) }
-        }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        if !keepAlive { context.close(promise: nil) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         logger.debug("API connection error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
     }
-}
-
-extension ChannelHandlerContext {
-    func writeAndFlushPromise() -> EventLoopPromise<Void> { eventLoop.makePromise() }
 }

@@ -10,9 +10,9 @@
 #include <string.h>
 #include <sys/syscall.h>
 
-// What the run loop, device emulation, the console, the signal thread, the watchdog, teardown and
-// the end-of-run report need once the VM is built. No new processes, threads, sockets, mappings
-// of files or privilege changes.
+// What the run loop, device emulation, the main loop (epoll: the console, signals through a
+// signalfd, the watchdog's and the console's timerfds), teardown and the end-of-run report need
+// once the VM is built. No new processes, threads, sockets, mappings of files or privilege changes.
 static const int allowed[] = {
     SYS_read, SYS_write, SYS_writev, SYS_pread64, SYS_close, SYS_openat, SYS_newfstatat, SYS_fstat,
     SYS_lseek, SYS_fcntl, SYS_poll, SYS_ppoll, SYS_ioctl,
@@ -22,16 +22,14 @@ static const int allowed[] = {
     SYS_rt_sigaction, SYS_rt_sigprocmask, SYS_rt_sigreturn, SYS_rt_sigtimedwait, SYS_sigaltstack,
     SYS_getrandom, SYS_sysinfo, SYS_readlink, SYS_exit, SYS_exit_group, SYS_restart_syscall,
     SYS_rseq, SYS_set_robust_list,   // what glibc does as a thread that was created just before starts
+    SYS_epoll_wait, SYS_epoll_pwait, SYS_epoll_ctl, SYS_timerfd_create, SYS_timerfd_settime,
 };
 
-// What the API server (SwiftNIO's epoll loop on a Unix socket) needs on top: accepting and
-// serving connections on the socket made before the filter, its timers and wake-ups, and
-// removing the socket at exit. Still no new sockets, connections out, processes or threads.
+// What the API server needs on top: accepting and serving connections on the socket made before
+// the filter, and removing the socket at exit. Still no new sockets, connections out, processes
+// or threads.
 static const int api_allowed[] = {
-    SYS_accept, SYS_accept4, SYS_recvfrom, SYS_recvmsg, SYS_sendto, SYS_sendmsg, SYS_shutdown,
-    SYS_getsockopt, SYS_setsockopt, SYS_getsockname, SYS_getpeername, SYS_readv,
-    SYS_epoll_wait, SYS_epoll_pwait, SYS_epoll_ctl, SYS_timerfd_settime, SYS_timerfd_gettime,
-    SYS_unlink, SYS_unlinkat,
+    SYS_accept4, SYS_recvfrom, SYS_sendto, SYS_shutdown, SYS_unlink,
 };
 
 int cswiftlet_seccomp_allowed_count(void) { return (int)(sizeof allowed / sizeof allowed[0]); }

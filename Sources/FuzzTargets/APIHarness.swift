@@ -18,8 +18,12 @@ public enum APIHarness {
         return KernelFile(path: path, bytes: [0x7F, 0x45, 0x4C, 0x46])
     }, openForAppend: HostFiles.none.openForAppend)
 
+    /// Never run: the simulated VM needs no loop, only the controller's signature does.
+    static let loop = try? MainLoop()
+
     public static func run(_ input: [UInt8]) {
-        let controller = VMController(id: "fuzz", vmmVersion: "0", build: { configuration throws(MachineError) in
+        guard let loop else { return }
+        let controller = VMController(id: "fuzz", vmmVersion: "0", loop: loop, build: { configuration throws(MachineError) in
             SimulatedVM(cpus: configuration.cpus)
         }, serialOutput: { _ in }, files: files)
         let router = APIRouter(controller: controller)

@@ -18,26 +18,28 @@ public func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
     }
 }
 
-/// Forwards standard input to the serial port on its own thread, until stopped. When stdin is
-/// a terminal it is put in non-canonical, no-echo mode (signals still work) and restored after.
-final class ConsoleInput: @unchecked Sendable {   // the fds and saved termios are immutable after init
+/// Forwards standard input to the serial port from the main loop. When stdin is a terminal it
+/// is put in non-canonical, no-echo mode (signals still work) and restored by `stop`.
+///
+/// A pipe or terminal is watched with epoll. While the guest has not drained the receive FIFO,
+/// reading stops and a one-shot timer retries in `retryNanoseconds`; a regular file (which epoll
+/// refuses) is read on that timer alone. Nothing waits on a thread of its own.
+final class ConsoleInput: @unchecked Sendable {   // every var is touched on the loop's thread only
+    static let retryNanoseconds: UInt64 = 5_000_000
+
     private let source: Int32
-    private let wakeRead: Int32, wakeWrite: Int32
+    private let serial: Serial16550
+    private let loop: MainLoop
     private var savedTerminal: termios?
-    private var thread: NativeThread?
+    private var pending: [UInt8] = []
+    private var watching = false
+    private var retry: MainLoop.Timer?
+    private var ended = false
 
-    init?(source: Int32 = STDIN_FILENO) {
-        var fds: [Int32] = [0, 0]
-        guard csystem_pipe_cloexec(&fds) == 0 else { return nil }
+    init(source: Int32 = STDIN_FILENO, into serial: Serial16550, on loop: MainLoop) throws(MainLoop.Failure) {
         self.source = source
-        wakeRead = fds[0]; wakeWrite = fds[1]
-    }
-
-    deinit {
-        close(wakeRead); close(wakeWrite)
-    }
-
-    func start(into serial: Serial16550) throws(NativeThread.SpawnError) {
+        self.serial = serial
+        self.loop = loop
         if isatty(source) == 1 {
             var mode = termios()
             if tcgetattr(source, &mode) == 0 {
@@ -46,38 +48,73 @@ final class ConsoleInput: @unchecked Sendable {   // the fds and saved termios a
                 tcsetattr(source, TCSANOW, &mode)
             }
         }
-        let source = source, wake = wakeRead
-        thread = try NativeThread(name: "serial-in") {
-            var buffer = [UInt8](repeating: 0, count: 256)
-            var polls = [pollfd(fd: source, events: Int16(POLLIN), revents: 0),
-                         pollfd(fd: wake, events: Int16(POLLIN), revents: 0)]
-            while true {
-                if poll(&polls, 2, -1) < 0 { if errno == EINTR { continue } else { return } }
-                if polls[1].revents != 0 { return }
-                guard polls[0].revents != 0 else { continue }
-                let n = read(source, &buffer, buffer.count)
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { return }                     // EOF or error: no more input
-                var pending = buffer[0..<n]
-                while !pending.isEmpty {
-                    let taken = serial.receive(pending)
-                    pending = pending.dropFirst(taken)
-                    if !pending.isEmpty {
-                        // The guest has not drained the FIFO: wait a little, or stop if asked.
-                        var wakeOnly = [pollfd(fd: wake, events: Int16(POLLIN), revents: 0)]
-                        if poll(&wakeOnly, 1, 5) > 0 { return }
-                    }
-                }
+        do {
+            try loop.watch(source, for: .readable) { [self] _ in readable() }
+            watching = true
+        } catch where error.errno == EPERM {
+            // A regular file or /dev/null: always readable, so read it on the timer.
+            try scheduleRetry()
+        }
+    }
+
+    /// Reads what is there and hands it to the serial port.
+    private func readable() {
+        guard !ended else { return }
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let n = read(source, &buffer, buffer.count)
+        if n < 0 && (errno == EINTR || errno == EAGAIN) { return }
+        if n <= 0 { end(); return }           // EOF or error: no more input
+        pending += buffer[0..<n]
+        push()
+    }
+
+    /// Hands pending bytes to the guest; if its FIFO is full, stops reading and retries later.
+    private func push() {
+        let taken = serial.receive(pending)
+        pending.removeFirst(taken)
+        if pending.isEmpty {
+            if !watching && retry == nil { try? scheduleRetry() }   // a file: keep reading on the timer
+            return
+        }
+        if watching {
+            loop.unwatch(source)
+            watching = false
+        }
+        try? scheduleRetry()
+    }
+
+    private func scheduleRetry() throws(MainLoop.Failure) {
+        retry = try loop.schedule(after: Self.retryNanoseconds) { [self] in
+            retry = nil
+            guard !ended else { return }
+            if !pending.isEmpty {
+                push()
+                if pending.isEmpty { resumeReading() }
+            } else {
+                resumeReading()
             }
         }
     }
 
-    /// Stops the input thread, joins it and restores the terminal.
+    private func resumeReading() {
+        do {
+            try loop.watch(source, for: .readable) { [self] _ in readable() }
+            watching = true
+        } catch {
+            readable()   // not pollable: read now; `push` schedules the next round
+        }
+    }
+
+    private func end() {
+        ended = true
+        if watching { loop.unwatch(source); watching = false }
+        if let retry { loop.cancel(retry) }
+        retry = nil
+    }
+
+    /// Stops forwarding and restores the terminal.
     func stop() {
-        var byte: UInt8 = 1
-        _ = write(wakeWrite, &byte, 1)
-        thread?.join()
-        thread = nil
+        end()
         if var mode = savedTerminal { tcsetattr(source, TCSANOW, &mode) }
         savedTerminal = nil
     }

@@ -172,7 +172,6 @@ public final class Machine: Sendable {
     let checkpointLog = Mutex<[Checkpoint]>([])
     /// HVM parameters and shared pages of the Xen-style interface.
     let xenDomain = Mutex(XenDomainState())
-    let watchdogWakeup = DispatchSemaphore(value: 0)
     let runStarted = Mutex<UInt64>(0)
     let lifecycle = Mutex(VMLifecycle())
     /// `run()` has been called (it runs once).
@@ -255,37 +254,82 @@ public final class Machine: Sendable {
     }
 
     /// Runs the VM until the guest stops it or an error occurs, then stops every vCPU thread and
-    /// joins it. Returns how the VM ended. A second call is refused (the lifecycle has no way back).
+    /// joins it. Returns how the VM ended. The calling thread serves the console and the watchdog
+    /// on a main loop of its own meanwhile. A second call is refused (the lifecycle has no way back).
     public func run() -> VMOutcome {
+        let loop: MainLoop
+        do { loop = try MainLoop() } catch { return .vmmError(vcpu: nil, message: error.description) }
+        let result = Mutex<VMOutcome?>(nil)
+        launch(on: loop) { outcome in
+            result.withLock { $0 = outcome }
+            loop.stop()
+        }
+        loop.run()
+        return result.withLock { $0 } ?? .vmmError(vcpu: nil, message: "the main loop ended before the VM")
+    }
+
+    /// Starts the VM's vCPU threads and returns at once; the console input and the deadlock
+    /// watchdog are served by `loop` (which the caller runs, and which may serve the API too).
+    /// When the VM has ended and every vCPU thread has been joined, `onExit` is called on the
+    /// loop's thread, once. A second launch (or `run`) is refused through `onExit`.
+    public func launch(on loop: MainLoop, onExit: @escaping @Sendable (VMOutcome) -> Void) {
         guard !runEntered.exchange(true, ordering: .acquiringAndReleasing) else {
-            return .vmmError(vcpu: nil, message: "cannot run this machine: it has already run")
+            loop.execute { onExit(.vmmError(vcpu: nil, message: "cannot run this machine: it has already run")) }
+            return
         }
         if state == .notStarted {
             do throws(VMStateError) { try start() } catch {
-                return .vmmError(vcpu: nil, message: "cannot run this machine: \(error)")
+                loop.execute { onExit(.vmmError(vcpu: nil, message: "cannot run this machine: \(error)")) }
+                return
             }
         }
-        defer { lifecycle.withLock { try? $0.apply(.stop) } }
-        if let early = stopState.withLock({ $0 }) { return early }   // stopped before it ran
+        if let early = stopState.withLock({ $0 }) {   // stopped before it ran
+            lifecycle.withLock { try? $0.apply(.stop) }
+            for slot in slots { slot.detach { serve($0, on: slot) } }
+            loop.execute { onExit(early) }
+            return
+        }
         KickSignal.ensureInstalled()
         runStarted.withLock { $0 = monotonicNanoseconds() }
-        let input = configuration.forwardInput ? ConsoleInput() : nil
-        var threads: [NativeThread] = []
+        let run = RunResources(vcpus: slots.count)
+        // The last vCPU thread to end hands the teardown to the loop, which joins them all.
+        let finish: @Sendable () -> Void = { [self] in
+            guard run.running.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { return }
+            loop.execute { [self] in
+                for thread in run.threads.withLock({ $0 }) { thread.join() }
+                run.end(on: loop)
+                lifecycle.withLock { try? $0.apply(.stop) }
+                onExit(stopState.withLock { $0 } ?? .vmmError(vcpu: nil, message: "all vCPU threads ended without a reason"))
+            }
+        }
         for slot in slots {
             do {
-                threads.append(try NativeThread(name: "vcpu\(slot.vcpu.id)") { [self] in
+                let thread = try NativeThread(name: "vcpu\(slot.vcpu.id)") { [self] in
                     KickSignal.unblockOnCurrentThread()
                     slot.attach(NativeThread.current())
                     runLoop(slot)
                     slot.detach { serve($0, on: slot) }
-                })
+                    finish()
+                }
+                run.threads.withLock { $0.append(thread) }
             } catch {
                 stop(.vmmError(vcpu: slot.vcpu.id, message: error.description))
                 slot.detach { serve($0, on: slot) }
+                finish()
             }
         }
-        do { try input?.start(into: serial) } catch { stop(.vmmError(vcpu: nil, message: error.description)) }
-        let watchdog = try? NativeThread(name: "watchdog") { [self] in watchForDeadlock() }
+        if configuration.forwardInput {
+            do { run.input = try ConsoleInput(into: serial, on: loop) } catch {
+                stop(.vmmError(vcpu: nil, message: error.description))
+            }
+        }
+        do {
+            run.watchdog = try loop.schedule(after: Self.deadlockQuietPeriod, every: Self.deadlockQuietPeriod) { [self] in
+                checkForDeadlock(run)
+            }
+        } catch {
+            stop(.vmmError(vcpu: nil, message: error.description))
+        }
         if configuration.seccomp && SyscallFilter.sanitizedBuild {
             logger.notice("seccomp filter not installed: this is a sanitizer build")
         } else if configuration.seccomp {
@@ -300,35 +344,44 @@ public final class Machine: Sendable {
             let allowed = SyscallFilter.probeForbiddenCall()
             logger.warning("forbidden-call probe", metadata: ["socket(2)": "\(allowed ? "allowed" : "refused")"])
         }
-        for thread in threads { thread.join() }
-        watchdogWakeup.signal()
-        watchdog?.join()
-        input?.stop()
-        return stopState.withLock { $0 } ?? .vmmError(vcpu: nil, message: "all vCPU threads ended without a reason")
     }
 
-    /// Ends the VM when no vCPU can ever run again. Cheap while the guest works: it looks closer
-    /// (a status snapshot, which kicks every vCPU) only after `deadlockQuietPeriod` without a
-    /// single exit.
-    private func watchForDeadlock() {
+    /// What one run holds on the main loop, released when the run ends.
+    final class RunResources: @unchecked Sendable {   // the vars: set before the loop sees them, then loop-only
+        let threads = Mutex<[NativeThread]>([])
+        /// vCPU threads still running.
+        let running: Atomic<Int>
+        var input: ConsoleInput?
+        var watchdog: MainLoop.Timer?
         var lastExits = -1
-        while !isStopping {
-            _ = watchdogWakeup.wait(timeout: .now() + Self.deadlockQuietPeriod)
-            if isStopping { return }
-            let exits = slots.reduce(0) { $0 + $1.counters.withLock { $0.total } }
-            defer { lastExits = exits }
-            guard exits == lastExits else { continue }
-            // A paused vCPU makes no exits by design; the VMM, not the guest, holds it.
-            guard !slots.contains(where: { $0.runState == .paused }) else { continue }
-            let states = status()
-            guard Self.canNeverRun(states, down: slots.map { $0.xen.withLock { $0.down } }) else { continue }
-            let summary = states.map { "vCPU \($0.id) \($0.mpState?.description ?? "?")" }.joined(separator: ", ")
-            stop(.deadlocked(states: summary))
-            return
+
+        init(vcpus: Int) { running = Atomic(vcpus) }
+
+        func end(on loop: MainLoop) {
+            if let watchdog { loop.cancel(watchdog) }
+            input?.stop()
+            input = nil
         }
     }
 
-    static let deadlockQuietPeriod: DispatchTimeInterval = .milliseconds(200)
+    /// The watchdog's tick, on the main loop: ends the VM when no vCPU can ever run again. Cheap
+    /// while the guest works: it looks closer (a status snapshot, which kicks every vCPU) only
+    /// after a whole period without a single exit.
+    private func checkForDeadlock(_ run: RunResources) {
+        if isStopping { return }
+        let exits = slots.reduce(0) { $0 + $1.counters.withLock { $0.total } }
+        defer { run.lastExits = exits }
+        guard exits == run.lastExits else { return }
+        // A paused vCPU makes no exits by design; the VMM, not the guest, holds it.
+        guard !slots.contains(where: { $0.runState == .paused }) else { return }
+        let states = status()
+        guard Self.canNeverRun(states, down: slots.map { $0.xen.withLock { $0.down } }) else { return }
+        let summary = states.map { "vCPU \($0.id) \($0.mpState?.description ?? "?")" }.joined(separator: ", ")
+        stop(.deadlocked(states: summary))
+    }
+
+    /// The watchdog's period, in nanoseconds.
+    static let deadlockQuietPeriod: UInt64 = 200_000_000
     static let interruptFlag: UInt64 = 1 << 9
 
     /// True if no vCPU can run again: each is HALTED with RFLAGS.IF clear (no maskable interrupt
@@ -360,7 +413,6 @@ public final class Machine: Sendable {
         }
         guard first else { return }
         for slot in slots { slot.kick() }
-        watchdogWakeup.signal()
     }
 
     var isStopping: Bool { stopState.withLock { $0 != nil } }

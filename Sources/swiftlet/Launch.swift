@@ -1,7 +1,6 @@
 import API
 import APISocket
 import ArgumentParser
-import Dispatch
 import FoundationEssentials
 import Logging
 import Synchronization
@@ -66,12 +65,17 @@ struct LaunchOptions: ParsableArguments {
         if maxPayload < 1 { throw ValidationError("--http-api-max-payload-size \(maxPayload): must be at least 1") }
     }
 
-    /// Runs the VMM until the VM ends (or, with no VM started, until SIGINT or SIGTERM).
+    /// Runs the VMM until the VM ends (or, with no VM started, until SIGINT or SIGTERM). The main
+    /// thread runs the main loop: the API, signals, the console and the watchdog.
     func launch(version: String) throws {
+        // Before any other thread exists, so that every thread inherits the blocked signals and
+        // only the loop's signalfd sees them.
+        MainLoop.blockSignals(Self.signals)
+        let loop: MainLoop
+        do { loop = try MainLoop() } catch { throw RuntimeFailure(error.description) }
         let outcome = FirstOutcome()
-        let done = DispatchSemaphore(value: 0)
         let finish: @Sendable (VMOutcome) -> Void = { result in
-            if outcome.record(result) { done.signal() }
+            if outcome.record(result) { loop.stop() }
         }
         let sink = LogSink(level: level.flatMap(LogSink.firecrackerLevel) ?? .warning)
         LoggingSystem.bootstrap(sink.handler)
@@ -79,18 +83,20 @@ struct LaunchOptions: ParsableArguments {
             do { try sink.configure(path: logPath) } catch { throw RuntimeFailure("--log-path \(logPath): \(error.message)") }
         }
         let simulated = simulatedVM
-        let controller = VMController(id: id, vmmVersion: version, build: { configuration throws(MachineError) in
+        let controller = VMController(id: id, vmmVersion: version, loop: loop, build: { configuration throws(MachineError) in
             if simulated { return SimulatedVM(cpus: configuration.cpus) }
             return try Machine(configuration, logger: Logger(label: "swiftlet"))
         }, serialOutput: { writeAll(STDOUT_FILENO, $0) }, forwardInput: true, seccomp: !noSeccomp, serveAPI: !noAPI,
             logSink: sink, files: simulated ? .none : .host, onExit: finish)
-        // Before any other thread exists, so that every thread inherits the blocked signals.
-        let watcher = try? SignalWatcher(onStop: { signal in
-            if !controller.stopVM(.signal(signal)) { finish(.signal(signal)) }
-        }, onStatus: {
-            let table = controller.vcpus().map { "vCPU \($0.id): \($0.run_state), \($0.mp_state ?? "-")" }.joined(separator: "\n")
-            printError(table)
-        })
+        do {
+            try loop.handleSignals(Self.signals) { signal in
+                if signal == SIGUSR1 {
+                    printError(controller.vcpus().map { "vCPU \($0.id): \($0.run_state), \($0.mp_state ?? "-")" }.joined(separator: "\n"))
+                } else if !controller.stopVM(.signal(signal)) {
+                    finish(.signal(signal))
+                }
+            }
+        } catch { throw RuntimeFailure(error.description) }
         if let metricsPath {
             do { try controller.putMetrics(MetricsBody(metrics_path: metricsPath)) } catch {
                 throw RuntimeFailure("--metrics-path: \(error.message)")
@@ -98,11 +104,13 @@ struct LaunchOptions: ParsableArguments {
         }
         var server: APIServer?
         if let apiSock {
-            do { server = try APIServer.start(path: apiSock, router: APIRouter(controller: controller), maxBodyBytes: maxPayload) } catch {
+            do {
+                server = try APIServer.start(path: apiSock, router: APIRouter(controller: controller), on: loop, maxBodyBytes: maxPayload)
+            } catch {
                 throw RuntimeFailure(error.description)
             }
         }
-        defer { server?.shutdown(graceful: false) }
+        defer { server?.shutdown() }
         if seccompNow {
             do { try SyscallFilter.install(serveAPI: true) } catch { throw RuntimeFailure(error.description) }
         }
@@ -114,17 +122,19 @@ struct LaunchOptions: ParsableArguments {
                 throw RuntimeFailure(error.message)
             }
         }
-        done.wait()
-        watcher?.finish()
+        loop.run()
         let result = outcome.value ?? .vmmError(vcpu: nil, message: "ended without a reason")
-        if !result.isCleanExit, case .signal = result {} else if !result.isCleanExit {
+        if case .signal = result {} else if !result.isCleanExit {
             printError("swiftlet: \(result.summary)")
             if let dump = result.registerDump { printError(dump) }
         }
-        server?.shutdown(graceful: false)
+        server?.shutdown()
         server = nil
         throw ExitCode(result.exitStatus)
     }
+
+    /// SIGINT and SIGTERM stop the VM; SIGUSR1 prints the vCPUs.
+    static let signals = [SIGINT, SIGTERM, SIGUSR1]
 }
 
 /// Reads a Firecracker JSON configuration file, naming the file in every error.

@@ -163,30 +163,42 @@ struct Run: ParsableCommand {
         config.xen = xen
         config.cpuTemplate = template
         config.serveAPI = apiSock != nil
+        // Before any thread exists: the signals go to the main loop's signalfd only.
+        MainLoop.blockSignals(LaunchOptions.signals)
         let machine: Machine
         do { machine = try Machine(config, logger: logger) } catch {
             throw RuntimeFailure(error.description)
         }
         logger.info("booting", metadata: ["kernel": "\(kernelFile.path)", "protocol": "\(machine.bootProtocol.rawValue)",
                                           "why": "\(machine.protocolReason)"])
-        let watcher = try? SignalWatcher(onStop: { machine.stop(.signal($0)) },
-                                         onStatus: { printError(machine.statusTable(), newline: false) })
+        let loop: MainLoop
+        do {
+            loop = try MainLoop()
+            try loop.handleSignals(LaunchOptions.signals) { signal in
+                if signal == SIGUSR1 { printError(machine.statusTable(), newline: false) } else { machine.stop(.signal(signal)) }
+            }
+        } catch { throw RuntimeFailure(error.description) }
         var server: APIServer?
         if let apiSock {
-            let controller = VMController(id: "anonymous-instance", vmmVersion: Swiftlet.version,
+            let controller = VMController(id: "anonymous-instance", vmmVersion: Swiftlet.version, loop: loop,
                                           build: { _ throws(MachineError) in throw .configuration("this VM was configured on the command line") },
                                           serialOutput: { _ in })
             controller.adopt(machine, machineConfig: MachineConfigBody(
                 vcpu_count: cpus, mem_size_mib: Int(memoryBytes >> 20), smt: false, track_dirty_pages: false,
                 cpu_template: cpuTemplate.flatMap { CPUTemplate.builtInNames.contains($0) ? $0 : nil } ?? "None", huge_pages: "None"),
                 bootSource: BootSourceBody(kernel_image_path: kernelFile.path, boot_args: cmdline, initrd_path: initrd))
-            do { server = try APIServer.start(path: apiSock, router: APIRouter(controller: controller)) } catch {
+            do { server = try APIServer.start(path: apiSock, router: APIRouter(controller: controller), on: loop) } catch {
                 throw RuntimeFailure(error.description)
             }
         }
-        let outcome = machine.run()
-        watcher?.finish()
-        server?.shutdown(graceful: false)   // the process is about to exit
+        let ended = FirstOutcome()
+        machine.launch(on: loop) { result in
+            _ = ended.record(result)
+            loop.stop()
+        }
+        loop.run()
+        server?.shutdown()
+        let outcome = ended.value ?? .vmmError(vcpu: nil, message: "the main loop ended before the VM")
 
         if !outcome.isCleanExit {
             printError("swiftlet: \(outcome.summary)")

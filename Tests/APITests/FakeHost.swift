@@ -7,9 +7,13 @@ final class FakeHost: Sendable {
     let built = Mutex<SimulatedVM?>(nil)
     let exits = Mutex<[VMOutcome]>([])
     let serial = Mutex<[UInt8]>([])
+    /// The simulated VM needs no running loop; the socket tests run this one on a thread.
+    let loop: MainLoop
+
+    init() throws { loop = try MainLoop() }
 
     func controller(id: String = "test-vm") -> VMController {
-        VMController(id: id, vmmVersion: "9.9.9", build: { [self] configuration throws(MachineError) in
+        VMController(id: id, vmmVersion: "9.9.9", loop: loop, build: { [self] configuration throws(MachineError) in
             let vm = SimulatedVM(cpus: configuration.cpus)
             built.withLock { $0 = vm }
             return vm

@@ -9,11 +9,12 @@ import Glibc
 /// Every route and every refusal of the API, through the router and the controller with a fake VM
 /// (no sockets, no KVM).
 @Suite struct RouterTests {
-    let host = FakeHost()
+    let host: FakeHost
     let router: APIRouter
     let kernel: String
 
     init() throws {
+        host = try FakeHost()
         router = APIRouter(controller: host.controller())
         kernel = try TempFile.make(bytes: Array("not really a kernel".utf8))
     }

@@ -2,6 +2,7 @@
 import APISocket
 import Foundation
 import TestSupport
+import VMM
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -9,14 +10,24 @@ import Glibc
 
 /// The API over a real Unix socket: HTTP framing, keep-alive, several clients, the size limit,
 /// clients that misbehave, and the socket file's rules. No KVM: the VM is a fake.
-@Suite(.serialized) struct ServerTests {
-    let host = FakeHost()
+@Suite(.serialized) final class ServerTests {
+    let host: FakeHost
     let path: String
     let server: APIServer
+    let loopThread: NativeThread
 
     init() throws {
+        host = try FakeHost()
         path = "/tmp/swiftlet-api-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
-        server = try APIServer.start(path: path, router: APIRouter(controller: host.controller()), maxBodyBytes: 1024)
+        server = try APIServer.start(path: path, router: APIRouter(controller: host.controller()), on: host.loop, maxBodyBytes: 1024)
+        let loop = host.loop
+        loopThread = try NativeThread(name: "api-test-loop") { loop.run() }
+    }
+
+    deinit {
+        server.shutdown()
+        host.loop.stop()
+        loopThread.join()
     }
 
     @Test func socketIsPrivateAndRemovedAtShutdown() throws {
@@ -30,7 +41,7 @@ import Glibc
 
     @Test func aLiveSocketIsRefusedAStaleOneReplaced() throws {
         #expect(throws: APIServerError.self) {
-            _ = try APIServer.start(path: path, router: APIRouter(controller: host.controller()))
+            _ = try APIServer.start(path: path, router: APIRouter(controller: host.controller()), on: host.loop)
         }
         // Still serving after the refused attempt.
         #expect(try Client(path).request("GET", "/").status == 200)
@@ -43,12 +54,12 @@ import Glibc
         }
         #expect(bound == 0)
         close(fd)
-        let second = try APIServer.start(path: path, router: APIRouter(controller: host.controller()))
+        let second = try APIServer.start(path: path, router: APIRouter(controller: host.controller()), on: host.loop)
         defer { second.shutdown() }
         #expect(try Client(path).request("GET", "/").status == 200)
         // Not a socket: refused, left alone.
         let file = try TempFile.make(bytes: [1, 2, 3])
-        #expect(throws: APIServerError.self) { _ = try APIServer.start(path: file, router: APIRouter(controller: host.controller())) }
+        #expect(throws: APIServerError.self) { _ = try APIServer.start(path: file, router: APIRouter(controller: host.controller()), on: host.loop) }
         #expect(try TempFile.read(file).utf8.count == 3)
     }
 

@@ -24,4 +24,23 @@ int cswiftlet_seccomp_allowed_count(void);
 int cswiftlet_seccomp_allowed_at(int index);
 int cswiftlet_seccomp_api_allowed_count(void);
 int cswiftlet_seccomp_api_allowed_at(int index);
+
+// The event loop's system calls (eventloop.c). Each returns a descriptor or count, or -errno.
+#include <stdint.h>
+/// epoll_create1(EPOLL_CLOEXEC).
+int cswiftlet_epoll_create(void);
+/// epoll_ctl: op 0 add, 1 modify, 2 delete; `data` comes back with the event.
+int cswiftlet_epoll_control(int epfd, int op, int fd, uint32_t events, uint64_t data);
+/// epoll_wait into two arrays (at most 64 events).
+int cswiftlet_epoll_wait(int epfd, uint64_t *datas, uint32_t *events, int capacity, int timeout);
+/// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK).
+int cswiftlet_eventfd(void);
+/// A CLOCK_MONOTONIC timerfd armed to fire after `first_ns`, then every `interval_ns` (0: once).
+int cswiftlet_timerfd(uint64_t first_ns, uint64_t interval_ns);
+/// A signalfd for these signals (the caller blocks them in every thread).
+int cswiftlet_signalfd(const int *signals, int count);
+/// Reads one signal from a signalfd: its number, or -errno (-EAGAIN: none).
+int cswiftlet_signalfd_read(int fd);
+/// accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK).
+int cswiftlet_accept(int fd);
 #endif

@@ -168,6 +168,36 @@ for _ in 0..<runs {
 }
 print(String(format: "for comparison, swiftlet --version start to exit: median %.2f ms wall", median(versionWall)))
 
+// The floor: the same client against a canned HTTP answer from a bare socket loop in this
+// process (one thread, blocking recv/send): what the socket and this client cost alone.
+let floorPath = "/tmp/swiftlet-api-bench-floor-\(getpid()).sock"
+unlink(floorPath)
+let floorListener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+var floorAddress = sockaddr_un()
+floorAddress.sun_family = sa_family_t(AF_UNIX)
+withUnsafeMutableBytes(of: &floorAddress.sun_path) { raw in for (i, b) in floorPath.utf8.enumerated() { raw[i] = b } }
+_ = withUnsafePointer(to: &floorAddress) {
+    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(floorListener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+}
+listen(floorListener, 4)
+var floorThread = pthread_t()
+let listenerBox = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+listenerBox.pointee = floorListener
+pthread_create(&floorThread, nil, floorServer, listenerBox)
+var floorFD: Int32 = -1
+while floorFD < 0 { floorFD = connectTo(floorPath); if floorFD < 0 { usleep(100) } }
+var floorBuffer = [UInt8](repeating: 0, count: 65536)
+var floorTrips: [Double] = []
+for _ in 0..<requests {
+    let t = now()
+    guard roundTrip(floorFD, request("GET", "/"), buffer: &floorBuffer) == 200 else { print("floor failed"); exit(1) }
+    floorTrips.append(Double(now() - t) / 1000)
+}
+close(floorFD)
+pthread_join(floorThread, nil)
+close(floorListener)
+unlink(floorPath)
+
 // 2, 3. Round trips and idle memory.
 let (pid, socketPath) = spawn([])
 var fd: Int32 = -1
@@ -182,6 +212,8 @@ for _ in 0..<requests {
     trips.append(Double(now() - t) / 1000)
 }
 print(String(format: "GET / round trip (keep-alive): median %.1f us, p99 %.1f us", median(trips), percentile(trips, 0.99)))
+print(String(format: "  floor (canned answer from a bare socket loop, same client): median %.1f us; Swiftlet / floor %.2fx",
+             median(floorTrips), median(trips) / median(floorTrips)))
 let put = request("PUT", "/machine-config", #"{"vcpu_count": 2, "mem_size_mib": 256}"#)
 var puts: [Double] = []
 for _ in 0..<requests {

@@ -50,71 +50,8 @@ _start:
         hlt
         jmp 2b
 
-/* putc: AL -> COM1 once the transmit holding register is empty. */
-putc:
-        push %edx
-        push %eax
-        mov $COM1 + 5, %dx
-1:      inb %dx, %al
-        test $0x20, %al
-        jz 1b
-        pop %eax
-        mov $COM1, %dx
-        outb %al, %dx
-        pop %edx
-        ret
-
-/* puts: NUL-terminated string at EAX. */
-puts:
-        push %ebx
-        mov %eax, %ebx
-1:      mov (%ebx), %al
-        test %al, %al
-        jz 2f
-        call putc
-        inc %ebx
-        jmp 1b
-2:      pop %ebx
-        ret
-
-/* putdec: EAX as unsigned decimal. */
-putdec:
-        push %ebx
-        push %ecx
-        push %edx
-        mov $10, %ebx
-        xor %ecx, %ecx
-1:      xor %edx, %edx
-        div %ebx
-        push %edx
-        inc %ecx
-        test %eax, %eax
-        jnz 1b
-2:      pop %eax
-        add $'0', %al
-        call putc
-        loop 2b
-        pop %edx
-        pop %ecx
-        pop %ebx
-        ret
-
-/* Wait ECX PIT ticks: channel 2, mode 0, until OUT2 (port 0x61 bit 5) goes high. */
-pit_wait:
-        in $0x61, %al
-        and $0xfc, %al
-        or $1, %al                              /* gate on, speaker off */
-        out %al, $0x61
-        mov $0xb0, %al
-        out %al, $0x43
-        mov %cl, %al
-        out %al, $0x42
-        mov %ch, %al
-        out %al, $0x42
-1:      in $0x61, %al
-        test $0x20, %al
-        jz 1b
-        ret
+.include "console32.inc"            /* putc, puts, putdec: common/console32.inc */
+.include "pit32.inc"                /* pit_wait: common/pit32.inc */
 
         .section .rodata
 msg_start:      .asciz "ticker: start\n"

@@ -1,18 +1,10 @@
 /// A vCPU's run state as the VMM drives it (not the guest's MP state): not started, running its
-/// thread's `KVM_RUN` loop, held by the VMM (paused), or ended with the VM.
-public enum VCPURunState: String, Sendable, CaseIterable, CustomStringConvertible {
-    case notStarted = "Not started"
-    case running = "Running"
-    case paused = "Paused"
-    case stopped = "Stopped"
-
-    public var description: String { rawValue }
-}
+/// thread's `KVM_RUN` loop, held by the VMM (paused), or ended with the VM. The states, actions
+/// and transitions are the VM lifecycle's (`VMLifecycle`), applied to one vCPU.
+public typealias VCPURunState = VMState
 
 /// What the VMM may ask of one vCPU's run state.
-public enum VCPURunAction: String, Sendable {
-    case start, pause, resume, stop
-}
+public typealias VCPURunAction = VMAction
 
 /// A refused vCPU transition, naming the vCPU and its state.
 public struct VCPURunStateError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -31,16 +23,11 @@ public struct VCPURunStateError: Error, Equatable, Sendable, CustomStringConvert
     }
 }
 
-/// The checked transitions: Not started → Running ⇄ Paused → Stopped. Stopping is allowed from
-/// any state (the VM may end at any moment); everything else not listed is refused.
+/// The VM lifecycle's transitions for one vCPU, with the vCPU named in the refusal.
 public enum VCPURunRules {
     public static func next(after action: VCPURunAction, from state: VCPURunState, vcpu: Int) throws(VCPURunStateError) -> VCPURunState {
-        switch (action, state) {
-        case (.start, .notStarted): return .running
-        case (.pause, .running): return .paused
-        case (.resume, .paused): return .running
-        case (.stop, _): return .stopped
-        default: throw VCPURunStateError(vcpu: vcpu, action: action, state: state)
+        do { return try VMLifecycle.next(after: action, from: state) } catch {
+            throw VCPURunStateError(vcpu: vcpu, action: action, state: state)
         }
     }
 }

@@ -38,6 +38,10 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .target(name: "Hypercalls", swiftSettings: strict),
+        // virtio (VIRTIO 1.2): split virtqueues, the virtio-mmio transport, the devices. Pure device
+        // logic over GuestMemory, testable without KVM.
+        .target(name: "Virtio", dependencies: ["GuestMemory", .product(name: "Logging", package: "swift-log")],
+                swiftSettings: strict),
         .target(name: "DemoGuest", swiftSettings: strict),
         .target(name: "VMM", dependencies: [
             "KVM", "GuestMemory", "Loader", "X86", "Devices", "Hypercalls", "CSwiftletSystem",
@@ -82,6 +86,7 @@ let package = Package(
         .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "Loader", "KVM", "JSON"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls"]),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CKVM", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Devices", "Hypercalls"]),
         // Shared by the API and end-to-end tests: a byte-exact HTTP client on a Unix socket.

@@ -1,3 +1,4 @@
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -203,5 +204,67 @@ public final class GuestMemory: @unchecked Sendable {
     public func store<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws(GuestMemoryError) {
         let target = try pointer(address, UInt64(MemoryLayout<T>.size))
         target.storeBytes(of: value.littleEndian, as: T.self)
+    }
+
+    // MARK: Ordered access (virtqueue rings, VIRTIO 1.2 §2.7.13)
+
+    /// Loads a ring index or descriptor field, then orders every later load after it (acquire):
+    /// what the driver wrote before publishing this value is seen.
+    public func loadAcquire<T: FixedWidthInteger>(at address: GuestAddress, as type: T.Type = T.self) throws(GuestMemoryError) -> T {
+        let value: T = try load(at: address)
+        atomicMemoryFence(ordering: .acquiring)
+        return value
+    }
+
+    /// Orders every earlier store before this one (release), then stores: the driver sees what
+    /// was written before it sees this value (a used-ring index, say).
+    public func storeRelease<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws(GuestMemoryError) {
+        atomicMemoryFence(ordering: .releasing)
+        try store(value, at: address)
+    }
+
+    /// A full fence: stores before it are visible before loads after it (a device publishing a
+    /// used index and then reading the driver's event index, §2.7.10).
+    public func fence() {
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+    }
+
+    // MARK: Scatter-gather file I/O, straight to and from guest memory
+
+    /// Reads from `fd` at `offset` into the guest ranges, in order (preadv). Returns the bytes
+    /// read (short at end of file) or -errno. Every range is checked first; nothing is read if one
+    /// is outside RAM.
+    public func read(from fd: Int32, offset: Int64, into ranges: [(GuestAddress, UInt32)]) throws(GuestMemoryError) -> Int {
+        try vectored(ranges) { vectors, done in preadv(fd, vectors.baseAddress, Int32(vectors.count), Int(offset) + done) }
+    }
+
+    /// Writes the guest ranges, in order, to `fd` at `offset` (pwritev). Returns the bytes
+    /// written or -errno.
+    public func write(to fd: Int32, offset: Int64, from ranges: [(GuestAddress, UInt32)]) throws(GuestMemoryError) -> Int {
+        try vectored(ranges) { vectors, done in pwritev(fd, vectors.baseAddress, Int32(vectors.count), Int(offset) + done) }
+    }
+
+    /// Runs `call` over iovecs for checked ranges (at most IOV_MAX per call, looping over more;
+    /// `call` gets the bytes already transferred, to advance its file offset).
+    private func vectored(_ ranges: [(GuestAddress, UInt32)],
+                          _ call: (UnsafeBufferPointer<iovec>, Int) -> Int) throws(GuestMemoryError) -> Int {
+        var vectors: [iovec] = []
+        vectors.reserveCapacity(ranges.count)
+        for (address, length) in ranges where length > 0 {
+            // unsafe: the range was bounds-checked by `pointer`; the iovec only lives for the call.
+            vectors.append(iovec(iov_base: try pointer(address, UInt64(length)), iov_len: Int(length)))
+        }
+        var total = 0
+        var start = 0
+        while start < vectors.count {
+            let end = min(vectors.count, start + 1024)
+            let wanted = vectors[start..<end].reduce(0) { $0 + $1.iov_len }
+            let done = vectors[start..<end].withUnsafeBufferPointer { call($0, total) }
+            if done < 0 { return total > 0 ? total : -Int(errno) }
+            total += done
+            if done < wanted { break }
+            start = end
+        }
+        return total
     }
 }

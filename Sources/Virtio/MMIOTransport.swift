@@ -1,0 +1,255 @@
+import GuestMemory
+import Logging
+import Synchronization
+
+/// The virtio-mmio transport, version 2 (VIRTIO 1.2 §4.2): the register file of §4.2.2 at a
+/// 4 KiB slot, the device status state machine of §2.1 and §3.1.1, feature negotiation, queue
+/// configuration, notifications and the interrupt status. The legacy (version 1) layout is not
+/// offered.
+public final class MMIOTransport: Sendable {
+    public static let slotSize: UInt64 = 0x1000
+    public static let magic: UInt32 = 0x7472_6976   // "virt"
+    public static let vendorID: UInt32 = 0x5753_4C54 // "TLSW"
+
+    /// Device status bits (§2.1).
+    public enum Status {
+        public static let acknowledge: UInt32 = 1, driver: UInt32 = 2, driverOK: UInt32 = 4
+        public static let featuresOK: UInt32 = 8, needsReset: UInt32 = 64, failed: UInt32 = 128
+    }
+
+    /// Interrupt status bits (§4.2.2).
+    public enum Interrupt {
+        public static let usedBuffer: UInt32 = 1, configChange: UInt32 = 2
+    }
+
+    /// Register offsets (§4.2.2).
+    public enum Register {
+        public static let magic = 0x000, version = 0x004, deviceID = 0x008, vendorID = 0x00C
+        public static let deviceFeatures = 0x010, deviceFeaturesSel = 0x014
+        public static let driverFeatures = 0x020, driverFeaturesSel = 0x024
+        public static let queueSel = 0x030, queueNumMax = 0x034, queueNum = 0x038, queueReady = 0x044
+        public static let queueNotify = 0x050, interruptStatus = 0x060, interruptACK = 0x064, status = 0x070
+        public static let queueDescLow = 0x080, queueDescHigh = 0x084, queueDriverLow = 0x090, queueDriverHigh = 0x094
+        public static let queueDeviceLow = 0x0A0, queueDeviceHigh = 0x0A4
+        public static let shmSel = 0x0AC, shmLenLow = 0x0B0, shmLenHigh = 0x0B4, shmBaseLow = 0x0B8, shmBaseHigh = 0x0BC
+        public static let configGeneration = 0x0FC, config = 0x100
+    }
+
+    struct State {
+        var status: UInt32 = 0
+        var deviceFeaturesSel: UInt32 = 0
+        var driverFeaturesSel: UInt32 = 0
+        var driverFeatures: UInt64 = 0
+        var queueSel: UInt32 = 0
+        var queues: [Virtqueue]
+        var interruptStatus: UInt32 = 0
+        var configGeneration: UInt32 = 0
+        var activated = false
+        var problemLogged = false
+    }
+
+    public let device: any VirtioDevice
+    let memory: GuestMemory
+    let state: Mutex<State>
+    /// Drives the device's interrupt line: high while any interrupt status bit is set.
+    let interruptLine: @Sendable (Bool) -> Void
+    let logger: Logger
+
+    public init(device: any VirtioDevice, memory: GuestMemory, logger: Logger = Logger(label: "swiftlet.virtio"),
+                interruptLine: @escaping @Sendable (Bool) -> Void) {
+        self.device = device
+        self.memory = memory
+        self.logger = logger
+        self.interruptLine = interruptLine
+        state = Mutex(State(queues: device.queueMaxSizes.map { Virtqueue(size: $0) }))
+    }
+
+    /// Every feature the device offers: its own, VERSION_1 (required), and the ring features.
+    public var offeredFeatures: UInt64 {
+        device.deviceFeatures | VirtioFeature.version1 | VirtioFeature.indirectDescriptors | VirtioFeature.eventIndex
+    }
+
+    public var status: UInt32 { state.withLock { $0.status } }
+    public var interruptStatus: UInt32 { state.withLock { $0.interruptStatus } }
+
+    // MARK: Registers
+
+    /// A driver read. Registers take 32-bit accesses only; the configuration space 8, 16 or 32.
+    public func read(offset: Int, size: Int) -> UInt32 {
+        if offset >= Register.config {
+            return device.readConfig(offset: offset - Register.config, size: size)
+        }
+        guard size == 4, offset % 4 == 0 else { return 0 }
+        return state.withLock { s in
+            switch offset {
+            case Register.magic: return Self.magic
+            case Register.version: return 2
+            case Register.deviceID: return device.deviceID
+            case Register.vendorID: return Self.vendorID
+            case Register.deviceFeatures:
+                return s.deviceFeaturesSel < 2 ? UInt32(truncatingIfNeeded: offeredFeatures >> (32 * UInt64(s.deviceFeaturesSel))) : 0
+            case Register.queueNumMax:
+                return Int(s.queueSel) < s.queues.count ? UInt32(device.queueMaxSizes[Int(s.queueSel)]) : 0
+            case Register.queueReady:
+                return Int(s.queueSel) < s.queues.count && s.queues[Int(s.queueSel)].ready ? 1 : 0
+            case Register.interruptStatus: return s.interruptStatus
+            case Register.status: return s.status
+            case Register.shmLenLow, Register.shmLenHigh, Register.shmBaseLow, Register.shmBaseHigh:
+                return 0xFFFF_FFFF   // no shared memory regions (§4.2.2: length -1 for one that does not exist)
+            case Register.configGeneration: return s.configGeneration
+            default: return 0
+            }
+        }
+    }
+
+    /// A driver write. A notification of a ready queue is served before this returns.
+    public func write(offset: Int, size: Int, value: UInt32) {
+        if offset >= Register.config {
+            device.writeConfig(offset: offset - Register.config, size: size, value: value)
+            return
+        }
+        guard size == 4, offset % 4 == 0 else { return }
+        var notify: Int?
+        state.withLock { s in
+            switch offset {
+            case Register.deviceFeaturesSel: s.deviceFeaturesSel = value
+            case Register.driverFeaturesSel: s.driverFeaturesSel = value
+            case Register.driverFeatures:
+                // Only while negotiating (§3.1.1: after DRIVER, before FEATURES_OK).
+                guard s.status & Status.driver != 0, s.status & Status.featuresOK == 0, s.driverFeaturesSel < 2 else { return }
+                let shift = 32 * UInt64(s.driverFeaturesSel)
+                s.driverFeatures = (s.driverFeatures & ~(0xFFFF_FFFF << shift)) | (UInt64(value) << shift)
+            case Register.queueSel: s.queueSel = value
+            case Register.queueNum, Register.queueDescLow, Register.queueDescHigh, Register.queueDriverLow,
+                 Register.queueDriverHigh, Register.queueDeviceLow, Register.queueDeviceHigh:
+                configureQueue(&s, offset, value)
+            case Register.queueReady:
+                setQueueReady(&s, value == 1)
+            case Register.queueNotify:
+                if Int(value) < s.queues.count, s.queues[Int(value)].ready, s.activated,
+                   s.status & Status.needsReset == 0 {
+                    notify = Int(value)
+                }
+            case Register.interruptACK:
+                s.interruptStatus &= ~value
+            case Register.status:
+                setStatus(&s, value)
+            default: break
+            }
+        }
+        if let notify { process(queue: notify) }
+        updateLine()
+    }
+
+    private func updateLine() {
+        interruptLine(state.withLock { $0.interruptStatus != 0 })
+    }
+
+    // MARK: Status and queues
+
+    /// §2.1 and §3.1.1: 0 resets; otherwise bits are only added, in order. FEATURES_OK stays set
+    /// only if the driver's features are a subset of the offer and include VERSION_1 (§2.2.2).
+    /// DRIVER_OK before FEATURES_OK is refused: the device asks for a reset.
+    private func setStatus(_ s: inout State, _ value: UInt32) {
+        if value == 0 {
+            resetLocked(&s)
+            return
+        }
+        var added = value & ~s.status
+        if added & Status.featuresOK != 0 {
+            let ok = s.status & Status.driver != 0
+                && s.driverFeatures & ~offeredFeatures == 0 && s.driverFeatures & VirtioFeature.version1 != 0
+            if !ok { added &= ~Status.featuresOK }
+        }
+        if added & Status.driverOK != 0 && (s.status | added) & Status.featuresOK == 0 {
+            logOnce(&s, "the driver set DRIVER_OK without FEATURES_OK")
+            needsReset(&s)
+            return
+        }
+        s.status |= added & (Status.acknowledge | Status.driver | Status.featuresOK | Status.driverOK | Status.failed)
+        if added & Status.driverOK != 0 && !s.activated {
+            for index in s.queues.indices {
+                s.queues[index].indirect = s.driverFeatures & VirtioFeature.indirectDescriptors != 0
+                s.queues[index].eventIndex = s.driverFeatures & VirtioFeature.eventIndex != 0
+            }
+            s.activated = true
+            device.activate(features: s.driverFeatures)
+        }
+    }
+
+    private func configureQueue(_ s: inout State, _ offset: Int, _ value: UInt32) {
+        guard Int(s.queueSel) < s.queues.count else { return }
+        let index = Int(s.queueSel)
+        if s.queues[index].ready {
+            // §4.2.3.2: the driver must not change a ready queue. A hostile one gets a reset request.
+            logOnce(&s, "the driver changed queue \(index)'s configuration while it was ready")
+            needsReset(&s)
+            return
+        }
+        func low(_ old: UInt64) -> UInt64 { (old & 0xFFFF_FFFF_0000_0000) | UInt64(value) }
+        func high(_ old: UInt64) -> UInt64 { (old & 0xFFFF_FFFF) | UInt64(value) << 32 }
+        switch offset {
+        case Register.queueNum:
+            if Virtqueue.isValidSize(value) && value <= UInt32(device.queueMaxSizes[index]) {
+                s.queues[index].size = UInt16(value)
+            }
+        case Register.queueDescLow: s.queues[index].descriptorTable = low(s.queues[index].descriptorTable)
+        case Register.queueDescHigh: s.queues[index].descriptorTable = high(s.queues[index].descriptorTable)
+        case Register.queueDriverLow: s.queues[index].availableRing = low(s.queues[index].availableRing)
+        case Register.queueDriverHigh: s.queues[index].availableRing = high(s.queues[index].availableRing)
+        case Register.queueDeviceLow: s.queues[index].usedRing = low(s.queues[index].usedRing)
+        case Register.queueDeviceHigh: s.queues[index].usedRing = high(s.queues[index].usedRing)
+        default: break
+        }
+    }
+
+    private func setQueueReady(_ s: inout State, _ ready: Bool) {
+        guard Int(s.queueSel) < s.queues.count else { return }
+        let index = Int(s.queueSel)
+        if ready {
+            do throws(VirtqueueError) { try s.queues[index].validate(in: memory) } catch {
+                logOnce(&s, "queue \(index): \(error)")
+                needsReset(&s)
+                return
+            }
+        }
+        s.queues[index].ready = ready
+    }
+
+    /// DEVICE_NEEDS_RESET with a configuration-change interrupt (§2.1.2), once the driver is running.
+    private func needsReset(_ s: inout State) {
+        s.status |= Status.needsReset
+        if s.status & Status.driverOK != 0 { s.interruptStatus |= Interrupt.configChange }
+    }
+
+    private func logOnce(_ s: inout State, _ message: String) {
+        guard !s.problemLogged else { return }
+        s.problemLogged = true
+        logger.warning("virtio device \(device.deviceID): \(message); the device needs a reset")
+    }
+
+    private func resetLocked(_ s: inout State) {
+        s = State(queues: device.queueMaxSizes.map { Virtqueue(size: $0) })
+        device.reset()
+    }
+
+    /// Serves a notified queue: the device takes what is available; an error in the ring puts
+    /// the device in DEVICE_NEEDS_RESET. Raises the used-buffer interrupt if the driver wants it.
+    public func process(queue index: Int) {
+        state.withLock { s in
+            guard index < s.queues.count, s.queues[index].ready, s.activated, s.status & Status.needsReset == 0 else { return }
+            var queue = s.queues[index]
+            do throws(VirtqueueError) {
+                if try device.process(queue: index, &queue, memory: memory), queue.needsInterrupt(memory) {
+                    s.interruptStatus |= Interrupt.usedBuffer
+                }
+                s.queues[index] = queue
+            } catch {
+                s.queues[index] = queue
+                logOnce(&s, "queue \(index): \(error)")
+                needsReset(&s)
+            }
+        }
+        updateLine()
+    }
+}

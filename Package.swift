@@ -91,7 +91,8 @@ let package = Package(
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Devices", "Hypercalls"]),
         // Shared by the API and end-to-end tests: a byte-exact HTTP client on a Unix socket.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
-        .testTarget(name: "APITests", dependencies: ["API", "APISocket", "VMM", "KVM", "JSON", "TestSupport"]),
+        .testTarget(name: "APITests", dependencies: ["API", "APISocket", "VMM", "KVM", "JSON", "TestSupport",
+                                                    .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "SwiftletTests", dependencies: ["Loader", "DemoGuest", "VMM", "KVM", "TestSupport"]),
         .testTarget(name: "FuzzTests", dependencies: ["FuzzTargets", "Loader", "Hypercalls"]),
     ],

@@ -168,9 +168,8 @@ struct SinkHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String,
-             file: String, function: String, line: UInt) {
-        sink.write(label: label, level: level, message: message,
-                   metadata: self.metadata.merging(metadata ?? [:]) { $1 }, file: file, line: line)
+    func log(event: LogEvent) {
+        sink.write(label: label, level: event.level, message: event.message,
+                   metadata: metadata.merging(event.metadata ?? [:]) { $1 }, file: event.file, line: event.line)
     }
 }

@@ -1,5 +1,6 @@
 @testable import API
 import Foundation
+import Logging
 import Testing
 import VMM
 #if canImport(Glibc)
@@ -288,8 +289,8 @@ import Glibc
         #expect(call("PUT", "/logger", #"{"log_path": "\#(log)", "level": "Debug", "show_level": true}"#).status == 204)
         #expect(call("PUT", "/logger", #"{"level": "Loud"}"#).faultMessage?.contains("Error, Warning, Info, Debug, Trace or Off") == true)
         #expect(call("PUT", "/logger", #"{"log_path": "/nonexistent/dir/log"}"#).faultMessage?.contains("/nonexistent/dir/log") == true)
-        router.controller.logSink.handler(label: "swiftlet.test").log(level: .info, message: "hello from the test",
-                                                                     metadata: nil, source: "", file: "x.swift", function: "f", line: 1)
+        let sink = router.controller.logSink
+        Logger(label: "swiftlet.test", factory: { sink.handler(label: $0) }).info("hello from the test")
         #expect(try TempFile.read(log).contains("[info] swiftlet.test: hello from the test"))
         #expect(json(call("GET", "/vm/config"))["logger"] != nil)
     }
@@ -311,7 +312,7 @@ enum TempFile {
         guard fd >= 0 else { throw Failure(message: "mkstemp failed") }
         defer { close(fd) }
         _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        return String(cString: template)
+        return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     static func read(_ path: String) throws -> String {

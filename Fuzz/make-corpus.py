@@ -278,6 +278,34 @@ def api_seeds():
     }
 
 
+def virtqueue_seeds():
+    """Guest memory images for VirtqueueHarness: control byte, then RAM from address 0 (descriptor
+    table at 0, available ring at 0x1000, used ring at 0x2000, buffers above 0x3000)."""
+    def image(control, descriptors, heads, indirect_tables=(), used_event=None, size_log2=3):
+        ram = bytearray(0x4000)
+        for i, (addr, length, flags, nxt) in enumerate(descriptors):
+            struct.pack_into("<QIHH", ram, 16 * i, addr, length, flags, nxt)
+        for base, entries in indirect_tables:
+            for i, (addr, length, flags, nxt) in enumerate(entries):
+                struct.pack_into("<QIHH", ram, base + 16 * i, addr, length, flags, nxt)
+        struct.pack_into("<HH", ram, 0x1000, 0, len(heads))
+        for i, h in enumerate(heads):
+            struct.pack_into("<H", ram, 0x1004 + 2 * i, h)
+        if used_event is not None:
+            struct.pack_into("<H", ram, 0x1004 + 2 * (1 << size_log2), used_event)
+        return bytes([control]) + bytes(ram).rstrip(b"\0")   # the rest of RAM is zero anyway
+    W, N, I = 2, 1, 4
+    return {
+        "entropy-two-chains": image(3, [(0x3000, 16, W | N, 1), (0x3100, 8, W, 0), (0x3200, 64, W, 0)], [0, 2]),
+        "read-then-write": image(3, [(0x3000, 16, N, 1), (0x3100, 8, W, 0)], [0]),
+        "indirect": image(3 | 0x10, [(0x3800, 32, I, 0)], [0], indirect_tables=[(0x3800, [(0x3000, 4, W | N, 1), (0x3100, 4, W, 0)])]),
+        "loop": image(3, [(0x3000, 4, W | N, 1), (0x3000, 4, W | N, 0)], [0]),
+        "outside-ram": image(3, [(0xFFFF0000, 4, W, 0)], [0]),
+        "event-index": image(3 | 0x20, [(0x3000, 4, W, 0)], [0, 0, 0], used_event=1),
+        "overrun": image(3, [(0x3000, 4, W, 0)], list(range(9))),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 
 def main():
@@ -293,6 +321,8 @@ def main():
     hc_dir = os.path.join(args.out, "hypercalls")
     for name, data in api_seeds().items():
         write(os.path.join(args.out, "api"), name, data)
+    for name, data in virtqueue_seeds().items():
+        write(os.path.join(args.out, "virtqueue"), name, data)
 
     for name in GUESTS:
         path = os.path.join(args.guests, name)

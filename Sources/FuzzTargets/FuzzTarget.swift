@@ -26,6 +26,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case hypercalls
     /// The API: request decoding and routing against a simulated VM (`APIHarness`).
     case api
+    /// Split-virtqueue processing over guest memory the input fills (`VirtqueueHarness`).
+    case virtqueue
 
     /// The executable (SwiftPM product) that fuzzes this target.
     public var product: String {
@@ -35,6 +37,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .bzImage: "FuzzBzImage"
         case .hypercalls: "FuzzHypercalls"
         case .api: "FuzzAPI"
+        case .virtqueue: "FuzzVirtqueue"
         }
     }
 
@@ -46,6 +49,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .bzImage: 8192
         case .hypercalls: 8192
         case .api: 4096
+        case .virtqueue: 16384
         }
     }
 
@@ -61,6 +65,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .bzImage: harness.bzImage(input)
         case .hypercalls: _ = HypercallHarness.run(input)
         case .api: APIHarness.run(input)
+        case .virtqueue: VirtqueueHarness.run(input)
         }
     }
 }
@@ -106,6 +111,7 @@ public enum FuzzDriver {
         case .bzImage: { data, size in FuzzTarget.bzImage.run(FuzzDriver.bytes(data, size)); return 0 }
         case .hypercalls: { data, size in FuzzTarget.hypercalls.run(FuzzDriver.bytes(data, size)); return 0 }
         case .api: { data, size in FuzzTarget.api.run(FuzzDriver.bytes(data, size)); return 0 }
+        case .virtqueue: { data, size in FuzzTarget.virtqueue.run(FuzzDriver.bytes(data, size)); return 0 }
         }
     }
 

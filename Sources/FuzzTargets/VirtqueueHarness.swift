@@ -1,0 +1,49 @@
+import GuestMemory
+import Virtio
+
+/// Virtqueue processing over guest memory the input fills: the descriptor table, the available
+/// and used rings and the buffers are whatever the fuzzer wrote, in 64 KiB of RAM.
+///
+/// Layout: byte 0 picks the queue size (a power of two up to 256) and the ring features (bit 4
+/// indirect, bit 5 event index); bytes 1... are copied to guest address 0. The descriptor table is
+/// at 0x0000, the available ring at 0x1000, the used ring at 0x2000. The entropy device then
+/// serves the queue through the transport's path (`Virtqueue.pop`/`push`), and every chain it
+/// took must lie inside RAM, a ring error must be one of `VirtqueueError`, and the used index must
+/// be the number of chains used.
+public enum VirtqueueHarness {
+    public static func run(_ input: [UInt8]) {
+        guard let control = input.first else { return }
+        guard let memory = try? GuestMemory(regions: [(0, 0x10000)]) else { return }
+        let body = input.dropFirst().prefix(0x10000)
+        try? memory.write(Array(body), at: GuestAddress(0))
+        var queue = Virtqueue(size: UInt16(1) << UInt16(control % 9))
+        queue.descriptorTable = 0
+        queue.availableRing = 0x1000
+        queue.usedRing = 0x2000
+        queue.indirect = control & 0x10 != 0
+        queue.eventIndex = control & 0x20 != 0
+        queue.ready = true
+        guard (try? queue.validate(in: memory)) != nil else { return }
+        var chains = 0
+        do throws(VirtqueueError) {
+            // At most one round of the ring: a driver cannot make more available than its size.
+            while chains <= Int(queue.size), let chain = try queue.pop(from: memory) {
+                for (address, length) in chain.readable + chain.writable where length > 0 {
+                    precondition(memory.contains(address, length: UInt64(length)), "a chain buffer outside RAM")
+                }
+                precondition(chain.readable.count + chain.writable.count <= Int(queue.size) + 0x10000 / 16,
+                             "a chain longer than its tables")
+                try queue.push(head: chain.head, written: UInt32(min(chain.writableLength, Int(UInt32.max))), to: memory)
+                chains += 1
+            }
+        } catch {
+            _ = error.description   // a driver error: the transport would ask for a reset
+        }
+        _ = queue.needsInterrupt(memory)
+        queue.requestNotification(memory)
+        // Only pushes write the used ring (at its own place, apart from the table and the
+        // available ring): its index is the number of chains used.
+        let usedAfter: UInt16 = (try? memory.load(at: GuestAddress(0x2002))) ?? 0
+        precondition(chains == 0 || usedAfter == UInt16(truncatingIfNeeded: chains), "the used index did not move by the chains used")
+    }
+}

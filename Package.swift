@@ -40,7 +40,7 @@ let package = Package(
         .target(name: "Hypercalls", swiftSettings: strict),
         // virtio (VIRTIO 1.2): split virtqueues, the virtio-mmio transport, the devices. Pure device
         // logic over GuestMemory, testable without KVM.
-        .target(name: "Virtio", dependencies: ["GuestMemory", .product(name: "Logging", package: "swift-log")],
+        .target(name: "Virtio", dependencies: ["GuestMemory", "CSwiftletSystem", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         .target(name: "DemoGuest", swiftSettings: strict),
         .target(name: "VMM", dependencies: [

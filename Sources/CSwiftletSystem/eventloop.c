@@ -61,8 +61,15 @@ int cswiftlet_signalfd_read(int fd) {
     return (int)info.ssi_signo;
 }
 
+#include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/socket.h>
 int cswiftlet_accept(int fd) {
     int client = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     return client < 0 ? -errno : client;
+}
+
+/// fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE): 0, or -errno.
+int cswiftlet_punch_hole(int fd, long long offset, long long length) {
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0 ? 0 : -errno;
 }

@@ -43,4 +43,6 @@ int cswiftlet_signalfd(const int *signals, int count);
 int cswiftlet_signalfd_read(int fd);
 /// accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK).
 int cswiftlet_accept(int fd);
+/// fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length): 0, or -errno.
+int cswiftlet_punch_hole(int fd, long long offset, long long length);
 #endif

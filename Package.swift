@@ -44,7 +44,7 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "DemoGuest", swiftSettings: strict),
         .target(name: "VMM", dependencies: [
-            "KVM", "GuestMemory", "Loader", "X86", "Devices", "Hypercalls", "CSwiftletSystem",
+            "KVM", "GuestMemory", "Loader", "X86", "Devices", "Hypercalls", "Virtio", "CSwiftletSystem",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: strict),

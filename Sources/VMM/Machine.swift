@@ -45,6 +45,8 @@ public struct MachineConfiguration: Sendable {
     public var serveAPI = false
     /// After installing the filter, make a forbidden call (tests: the VMM must die with a message).
     public var probeForbiddenSyscall = false
+    /// virtio-mmio devices, in order: windows from `Layout.virtioBase`, pins from `Layout.virtioIRQs`.
+    public var virtio: [VirtioDeviceSpec] = []
     /// Forward standard input to the serial port.
     public var forwardInput: Bool
     /// Where the serial port's output goes (stdout by default).
@@ -57,6 +59,25 @@ public struct MachineConfiguration: Sendable {
         self.kernel = kernel; self.initrd = initrd; self.commandLine = commandLine
         self.memorySize = memorySize; self.cpus = cpus; self.bootCPU = bootCPU
         self.bootProtocol = bootProtocol; self.forwardInput = forwardInput; self.serialOutput = serialOutput
+    }
+}
+
+/// A virtio device to attach.
+public enum VirtioDeviceSpec: Sendable, Equatable {
+    /// A block device on a raw image; `root` adds `root=/dev/vdX` to the command line.
+    case block(path: String, readOnly: Bool, id: String, root: Bool)
+    /// The entropy device, filled from getrandom.
+    case entropy
+
+    /// Linux's name for the n-th virtio disk: vda, vdb, ..., vdz, vdaa, ...
+    public static func diskName(_ index: Int) -> String {
+        let letters = Array("abcdefghijklmnopqrstuvwxyz")
+        var n = index, name = ""
+        repeat {
+            name = String(letters[n % 26]) + name
+            n = n / 26 - 1
+        } while n >= 0
+        return "vd" + name
     }
 }
 
@@ -194,7 +215,9 @@ public final class Machine: Sendable {
         xenEnabled = configuration.xen.enabled(for: kernel.image)
 
         memory = try MachineBuilder.guestMemory(size: configuration.memorySize)
-        let (boot, entry) = try MachineBuilder.bootStructures(configuration, kernel: kernel, xen: xenEnabled, in: memory)
+        let virtio = try MachineBuilder.virtioDevices(configuration)
+        let (boot, entry) = try MachineBuilder.bootStructures(configuration, kernel: kernel, xen: xenEnabled,
+                                                              virtio: virtio.windows, in: memory)
 
         let created = try MachineBuilder.virtualMachine(configuration, kvmPath: kvmPath, xen: xenEnabled)
         system = created.system
@@ -209,7 +232,7 @@ public final class Machine: Sendable {
         try MachineBuilder.registerMemory(memory, with: vm)
 
         let devices = try MachineBuilder.devices(configuration, vm: vm, commandLine: kernel.guestCommandLine(configuration),
-                                                 logger: logger)
+                                                 virtio: virtio, memory: memory, logger: logger)
         ports = devices.ports
         mmio = devices.mmio
         serial = devices.serial

@@ -4,6 +4,7 @@ import Hypercalls
 import KVM
 import Loader
 import Logging
+import Virtio
 import X86
 
 /// The phases that build a `Machine`, each a function of what the earlier ones made, so that
@@ -27,9 +28,28 @@ enum MachineBuilder {
         let reason: String
 
         /// The command line the guest sees: a Multiboot kernel given the CLI's default gets none.
+        /// Other kernels get a `virtio_mmio.device=` word per virtio device (as Firecracker
+        /// appends them) and `root=/dev/vdX` for a root drive.
         func guestCommandLine(_ configuration: MachineConfiguration) -> [UInt8] {
-            `protocol` == .multiboot && configuration.commandLineIsDefault ? [] : configuration.commandLine
+            if `protocol` == .multiboot { return configuration.commandLineIsDefault ? [] : configuration.commandLine }
+            var words = VirtioWindow.allocate(configuration.virtio.count).map(\.kernelParameter)
+            var disk = 0
+            for spec in configuration.virtio {
+                guard case let .block(_, _, _, root) = spec else { continue }
+                if root { words.append("root=/dev/\(VirtioDeviceSpec.diskName(disk))") }
+                disk += 1
+            }
+            guard !words.isEmpty else { return configuration.commandLine }
+            let joined = Array(words.joined(separator: " ").utf8)
+            return configuration.commandLine.isEmpty ? joined : configuration.commandLine + [0x20] + joined
         }
+    }
+
+    /// The virtio devices, made before /dev/kvm is opened (a drive that cannot be opened is an
+    /// input error), with their windows and pins.
+    struct VirtioSet {
+        let devices: [any VirtioDevice]
+        let windows: [VirtioWindow]
     }
 
     /// The devices of the port and MMIO buses, and the ones the VMM talks to.
@@ -62,13 +82,31 @@ enum MachineBuilder {
         } catch { throw .loader(error) }
     }
 
+    static func virtioDevices(_ configuration: MachineConfiguration) throws(MachineError) -> VirtioSet {
+        guard configuration.virtio.count <= Layout.virtioIRQs.count else {
+            throw .configuration("\(configuration.virtio.count) virtio devices: at most \(Layout.virtioIRQs.count) fit the interrupt pins Swiftlet gives them")
+        }
+        var devices: [any VirtioDevice] = []
+        for spec in configuration.virtio {
+            switch spec {
+            case let .block(path, readOnly, id, _):
+                do { devices.append(try BlockDevice(path: path, readOnly: readOnly, id: id)) } catch {
+                    throw .configuration("--drive \(error.description)")
+                }
+            case .entropy:
+                devices.append(EntropyDevice())
+            }
+        }
+        return VirtioSet(devices: devices, windows: VirtioWindow.allocate(devices.count))
+    }
+
     static func guestMemory(size: UInt64) throws(MachineError) -> GuestMemory {
         do { return try GuestMemory(regions: Layout.ramRegions(size: size)) } catch { throw .memory(error) }
     }
 
     /// Loads the kernel (and the hypercall page a xen64 kernel's note asks for), then writes the
     /// boot information and ACPI tables. Returns the boot vCPU's state and the kernel's entry.
-    static func bootStructures(_ configuration: MachineConfiguration, kernel: Kernel, xen: Bool,
+    static func bootStructures(_ configuration: MachineConfiguration, kernel: Kernel, xen: Bool, virtio: [VirtioWindow],
                                in memory: GuestMemory) throws(MachineError) -> (BootState, entry: UInt64) {
         let loaded: LoadedKernel
         do {
@@ -102,7 +140,11 @@ enum MachineBuilder {
         } else if kernel.protocol == .linux {
             boot.initrdCeiling = 0x8000_0000
         }
-        if configuration.acpi { boot.acpi = ACPI(cpus: configuration.cpus) }
+        if configuration.acpi {
+            var acpi = ACPI(cpus: configuration.cpus)
+            acpi.virtioDevices = virtio
+            boot.acpi = acpi
+        }
         // Everything but the MP table, which needs KVM's CPUID (`writeMPTable`).
         do { return (try BootSetup.prepare(boot, in: memory), loaded.entry) } catch { throw .boot(error) }
     }
@@ -169,7 +211,7 @@ enum MachineBuilder {
 
     /// The devices; their interrupts go through the in-kernel PIC/IOAPIC.
     static func devices(_ configuration: MachineConfiguration, vm: VirtualMachine, commandLine: [UInt8],
-                        logger: Logger) throws(MachineError) -> DeviceSet {
+                        virtio: VirtioSet, memory: GuestMemory, logger: Logger) throws(MachineError) -> DeviceSet {
         let serial = Serial16550(output: configuration.serialOutput, interruptLine: { high in
             try? vm.setInterruptLine(Serial16550.com1IRQ, high: high)
         })
@@ -188,9 +230,18 @@ enum MachineBuilder {
         if configuration.acpi {   // the FADT's sleep control/status registers
             portDevices.append((ACPI.sleepControlPort, 2, SleepControlPort(poweroffSleepType: ACPI.s5SleepType)))
         }
+        // virtio-mmio: register accesses exit to the vCPU that makes them; a notification is served
+        // there (ioeventfd and irqfd are the next step, README).
+        let mmioDevices: [(base: UInt64, length: UInt64, device: any BusDevice)] = zip(virtio.devices, virtio.windows).map { device, window in
+            let irq = UInt32(window.irq)
+            let transport = MMIOTransport(device: device, memory: memory, logger: logger) { high in
+                try? vm.setInterruptLine(irq, high: high)
+            }
+            return (window.base, Layout.virtioSlotSize, VirtioMMIODevice(transport))
+        }
         do {
             return DeviceSet(ports: try Bus(.port, devices: portDevices, logger: logger),
-                             mmio: try Bus(.mmio, devices: [], logger: logger), serial: serial, keyboard: keyboard)
+                             mmio: try Bus(.mmio, devices: mmioDevices, logger: logger), serial: serial, keyboard: keyboard)
         } catch { throw .configuration(error.description) }
     }
 
@@ -219,5 +270,20 @@ enum MachineBuilder {
             for vcpu in vcpus { try Machine.applyMSRModifiers(of: template, to: vcpu) }
         }
         return vcpus
+    }
+}
+
+/// A virtio-mmio transport on the MMIO bus.
+final class VirtioMMIODevice: BusDevice {
+    let transport: MMIOTransport
+    init(_ transport: MMIOTransport) { self.transport = transport }
+
+    func read(offset: UInt64, size: Int) -> UInt64 {
+        UInt64(transport.read(offset: Int(offset), size: size))
+    }
+
+    func write(offset: UInt64, size: Int, value: UInt64) -> GuestRequest? {
+        transport.write(offset: Int(offset), size: size, value: UInt32(truncatingIfNeeded: value))
+        return nil
     }
 }

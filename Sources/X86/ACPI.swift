@@ -61,6 +61,9 @@ public struct ACPI: Equatable, Sendable {
         return Self.table("APIC", revision: 5, body: body.bytes + entries)
     }
 
+    /// The virtio-mmio devices to describe in the DSDT: window base and interrupt.
+    public var virtioDevices: [VirtioWindow] = []
+
     /// The DSDT: `\_S5` and, under `\_SB`, the legacy devices that a hardware-reduced platform
     /// must describe for the OS to route their interrupts (with `HW_REDUCED_ACPI` there is no
     /// 8259 and ISA IRQs are not assumed): COM1 (`PNP0501`, ports 0x3F8-0x3FF, IRQ 4) and the
@@ -78,7 +81,18 @@ public struct ACPI: Equatable, Sendable {
                     AML.ioPorts(0x60, length: 1), AML.ioPorts(0x64, length: 1), AML.isaInterrupt(1),
                 ])),
             ]),
-        ])
+        ] + virtioDevices.enumerated().map { index, device in
+            // virtio-mmio (`LNRO0005`, Linux's ACPI match for its virtio_mmio driver): the 4 KiB
+            // register window and the device's interrupt.
+            AML.device(acpiName("VR", index), [
+                AML.name("_HID", AML.string("LNRO0005")),
+                AML.name("_UID", AML.integer(UInt32(index))),
+                AML.name("_CRS", AML.resourceTemplate([
+                    AML.memory32Fixed(UInt32(device.base), length: UInt32(Layout.virtioSlotSize)),
+                    AML.extendedInterrupt(UInt32(device.irq)),
+                ])),
+            ])
+        })
         return Self.table("DSDT", revision: 2, body: Self.s5AML + devices)
     }
 
@@ -125,5 +139,31 @@ public struct ACPI: Equatable, Sendable {
         rsdp.put(Self.checksum(rsdp.bytes), at: 32)
         return [(base, rsdp.bytes), (dsdtAddress, dsdt), (fadtAddress, fadt), (madtAddress, madt),
                 (rsdtAddress, rsdt), (xsdtAddress, xsdt)]
+    }
+}
+
+/// "VR00", "VR01", ...: a four-character ACPI name from a two-letter prefix and an index.
+func acpiName(_ prefix: String, _ index: Int) -> String {
+    let digits = String(index, radix: 16, uppercase: true)
+    return prefix + String(repeating: "0", count: max(0, 2 - digits.count)) + digits
+}
+
+/// Where a virtio-mmio device is: its register window and interrupt.
+public struct VirtioWindow: Equatable, Sendable {
+    public var base: UInt64
+    public var irq: Int
+    public init(base: UInt64, irq: Int) { self.base = base; self.irq = irq }
+
+    /// The devices' windows and pins, in order, for `count` devices (at most `Layout.virtioIRQs.count`).
+    public static func allocate(_ count: Int) -> [VirtioWindow] {
+        (0..<min(count, Layout.virtioIRQs.count)).map {
+            VirtioWindow(base: Layout.virtioBase + UInt64($0) * Layout.virtioSlotSize, irq: Layout.virtioIRQs[$0])
+        }
+    }
+
+    /// Linux's kernel parameter for a device it should find without ACPI or a device tree
+    /// (Documentation/admin-guide/kernel-parameters.txt, `virtio_mmio.device=`): size@base:irq.
+    public var kernelParameter: String {
+        "virtio_mmio.device=4K@0x\(String(base, radix: 16)):\(irq)"
     }
 }

@@ -91,4 +91,19 @@ public enum AML {
     public static func isaInterrupt(_ irq: Int) -> [UInt8] {
         [0x22] + ByteImage.le(UInt16(1) << UInt16(irq))
     }
+
+    /// `"text"`: a string constant (ACPI 6.5, 20.2.3), e.g. an ACPI `_HID` like "LNRO0005".
+    public static func string(_ text: String) -> [UInt8] {
+        [0x0D] + Array(text.utf8) + [0x00]
+    }
+
+    /// `Memory32Fixed (ReadWrite, base, length)`: a fixed range of memory (6.4.3.4).
+    public static func memory32Fixed(_ base: UInt32, length: UInt32) -> [UInt8] {
+        [0x86] + ByteImage.le(UInt16(9)) + [0x01] + ByteImage.le(base) + ByteImage.le(length)
+    }
+
+    /// `Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) { irq }`: one GSI (6.4.3.6).
+    public static func extendedInterrupt(_ irq: UInt32) -> [UInt8] {
+        [0x89] + ByteImage.le(UInt16(6)) + [0x03, 0x01] + ByteImage.le(irq)
+    }
 }

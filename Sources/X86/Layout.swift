@@ -50,6 +50,14 @@ public enum Layout {
     public static let mmioHoleStart: UInt64 = 0xC000_0000
     public static let highMemoryStart: UInt64 = 0x1_0000_0000
     public static let ioapic: UInt64 = 0xFEC0_0000
+    /// virtio-mmio devices: one 4 KiB slot each from here, in the hole below 4 GiB (outside RAM
+    /// and the e820 map's usable ranges, so 32-bit guests reach them without paging; Firecracker
+    /// uses the same base).
+    public static let virtioBase: UInt64 = 0xD000_0000
+    public static let virtioSlotSize: UInt64 = 0x1000
+    /// One I/O APIC pin per virtio device, none shared with COM1 (4), the i8042 (1), the PIT (0,
+    /// 2), the RTC (8) or the SCI (9).
+    public static let virtioIRQs: [Int] = [5, 6, 7, 10, 11, 12, 13, 14, 15]
     public static let lapic: UInt64 = 0xFEE0_0000
     /// KVM's three-page TSS area (needed on Intel), just below the default identity-map page.
     public static let kvmTSS: UInt64 = 0xFFFB_D000

@@ -74,6 +74,12 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Write a JSON report when the VM ends: why it ended, and per vCPU its MP state, last exit, exit counts, time to first exit, and the guest's checkpoints. Send SIGUSR1 during the run for a table of the vCPUs on stderr.", valueName: "file"))
     var report: String?
 
+    @Option(help: ArgumentHelp("A virtio block device on a raw image (its size a multiple of 512): path=FILE, and optionally readonly=on, id=ID (what GET_ID returns; default driveN), root=on (adds root=/dev/vdX to the command line). Repeat for more.", valueName: "path=FILE[,readonly=on][,id=ID][,root=on]"))
+    var drive: [String] = []
+
+    @Flag(help: "A virtio entropy device (filled from getrandom).")
+    var entropy = false
+
     @Option(name: .customLong("api-sock"), help: ArgumentHelp("Also serve Firecracker's API on this Unix socket while the VM runs: GET /, /vcpus, PATCH /vm to pause and resume, PUT /vcpus/N/mp-state (see the README's API section).", valueName: "path"))
     var apiSock: String?
 
@@ -108,6 +114,7 @@ struct Run: ParsableCommand {
             }
             throw ValidationError(error.commandLineMessage(value: value))
         }
+        for spec in drive { _ = try DriveOption.parse(spec, index: 0) }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level \(logLevel): use trace, debug, info, notice, warning, error or critical")
         }
@@ -162,6 +169,7 @@ struct Run: ParsableCommand {
         config.mpTable = mptable.isOn
         config.xen = xen
         config.cpuTemplate = template
+        config.virtio = try drive.enumerated().map { try DriveOption.parse($1, index: $0) } + (entropy ? [.entropy] : [])
         config.serveAPI = apiSock != nil
         // Before any thread exists: the signals go to the main loop's signalfd only.
         MainLoop.blockSignals(LaunchOptions.signals)
@@ -311,5 +319,31 @@ struct RunReport: Encodable {
         guard fd >= 0 else { throw RuntimeFailure(String(cString: strerror(errno))) }
         defer { close(fd) }
         writeAll(fd, Array(data) + [UInt8(ascii: "\n")])
+    }
+}
+
+/// `--drive path=FILE[,readonly=on][,id=ID][,root=on]`.
+enum DriveOption {
+    static func parse(_ spec: String, index: Int) throws -> VirtioDeviceSpec {
+        var path: String?, readOnly = false, id = "drive\(index)", root = false
+        for item in spec.split(separator: ",", omittingEmptySubsequences: false) {
+            let pair = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard pair.count == 2 else {
+                throw ValidationError("--drive \(spec): \"\(item)\" is not key=value; write path=FILE[,readonly=on][,id=ID][,root=on]")
+            }
+            switch pair[0] {
+            case "path": path = pair[1]
+            case "id":
+                guard !pair[1].isEmpty, pair[1].utf8.count <= 20 else { throw ValidationError("--drive \(spec): id must be 1 to 20 bytes (the virtio-blk ID is 20)") }
+                id = pair[1]
+            case "readonly", "root":
+                guard pair[1] == "on" || pair[1] == "off" else { throw ValidationError("--drive \(spec): \(pair[0]) takes on or off") }
+                if pair[0] == "readonly" { readOnly = pair[1] == "on" } else { root = pair[1] == "on" }
+            default:
+                throw ValidationError("--drive \(spec): unknown key \"\(pair[0])\"; the keys are path, readonly, id and root")
+            }
+        }
+        guard let path, !path.isEmpty else { throw ValidationError("--drive \(spec): path=FILE is required") }
+        return .block(path: path, readOnly: readOnly, id: id, root: root)
     }
 }

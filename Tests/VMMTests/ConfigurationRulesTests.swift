@@ -43,3 +43,11 @@ struct ConfigurationRulesTests {
         #expect(ConfigurationField.allCases.map(\.jsonField) == ["mem_size_mib", "vcpu_count", "boot_vcpu"])
     }
 }
+
+@Suite("virtio device specs")
+struct VirtioSpecTests {
+    @Test(arguments: [(0, "vda"), (1, "vdb"), (25, "vdz"), (26, "vdaa"), (27, "vdab"), (701, "vdzz"), (702, "vdaaa")])
+    func diskNamesFollowLinux(index: Int, name: String) {
+        #expect(VirtioDeviceSpec.diskName(index) == name)
+    }
+}

@@ -74,6 +74,8 @@ public final class VMController: Sendable {
         var bootSource: BootSourceBody?
         var logger: LoggerBody?
         var metrics: MetricsBody?
+        var drives: [DriveBody] = []
+        var entropy: EntropyBody?
         var vm: (any RunningVM)?
         /// Set once InstanceStart has been accepted, even before the VM is built.
         var started = false
@@ -128,7 +130,10 @@ public final class VMController: Sendable {
 
     /// The whole configuration, in the config file's shape.
     public var fullConfig: VMConfigFile {
-        state.withLock { VMConfigFile(bootSource: $0.bootSource, machineConfig: $0.machineConfig, logger: $0.logger, metrics: $0.metrics) }
+        state.withLock {
+            VMConfigFile(bootSource: $0.bootSource, machineConfig: $0.machineConfig, logger: $0.logger, metrics: $0.metrics,
+                         drives: $0.drives.isEmpty ? nil : $0.drives, entropy: $0.entropy)
+        }
     }
 
     var vm: (any RunningVM)? { state.withLock { $0.vm } }
@@ -216,12 +221,53 @@ public final class VMController: Sendable {
         state.withLock { $0.metrics = body }
     }
 
+    /// Adds or replaces a drive (pre-boot). One root device at most; the id in the path and the
+    /// body must agree, as Firecracker checks.
+    public func putDrive(_ body: DriveBody, pathID: String) throws(APIError) {
+        guard body.drive_id == pathID else { throw APIError("The id from the path does not match the id from the body!") }
+        try Self.checkID(body.drive_id)
+        guard !body.path_on_host.isEmpty else { throw APIError("`path_on_host` is empty") }
+        if let engine = body.io_engine, engine != "Sync" {
+            throw APIError("`io_engine` \"\(engine)\": Swiftlet has the synchronous engine only; use \"Sync\"")
+        }
+        if let cache = body.cache_type, cache != "Unsafe", cache != "Writeback" {
+            throw APIError("`cache_type` \"\(cache)\": use \"Unsafe\" or \"Writeback\"")
+        }
+        try state.withLock { s throws(APIError) in
+            try preBoot(s, "drives")
+            if body.is_root_device, let root = s.drives.first(where: { $0.is_root_device && $0.drive_id != body.drive_id }) {
+                throw APIError("A root block device already exists (\(root.drive_id)); a VM has one")
+            }
+            guard s.drives.count < Layout.virtioIRQs.count || s.drives.contains(where: { $0.drive_id == body.drive_id }) else {
+                throw APIError("at most \(Layout.virtioIRQs.count) virtio devices fit")
+            }
+            if let index = s.drives.firstIndex(where: { $0.drive_id == body.drive_id }) { s.drives[index] = body } else { s.drives.append(body) }
+        }
+    }
+
+    public func putEntropy(_ body: EntropyBody) throws(APIError) {
+        try state.withLock { s throws(APIError) in
+            try preBoot(s, "entropy")
+            s.entropy = body
+        }
+    }
+
+    /// Firecracker's rule for resource ids: not empty, letters, digits and underscores.
+    static func checkID(_ id: String) throws(APIError) {
+        guard !id.isEmpty else { throw APIError("The ID cannot be empty.") }
+        guard id.allSatisfy({ $0 == "_" || $0.isLetter || $0.isNumber }) else {
+            throw APIError("API Resource IDs can only contain alphanumeric characters and underscores.")
+        }
+    }
+
     /// Applies a whole configuration file, section by section, with the API's rules.
     public func apply(_ file: VMConfigFile) throws(APIError) {
         if let logger = file.logger { try putLogger(logger) }
         if let metrics = file.metrics { try putMetrics(metrics) }
         if let machine = file.machineConfig { try putMachineConfig(machine) }
         if let boot = file.bootSource { try putBootSource(boot) }
+        for drive in file.drives ?? [] { try putDrive(drive, pathID: drive.drive_id) }
+        if let entropy = file.entropy { try putEntropy(entropy) }
     }
 
     /// Takes a VM built and about to be run elsewhere (`swiftlet run --api-sock`): the API then
@@ -246,17 +292,23 @@ public final class VMController: Sendable {
 
     /// Builds the VM from the configuration and starts it on a thread of its own.
     public func start() throws(APIError) {
-        let (config, boot) = try state.withLock { s throws(APIError) -> (MachineConfigBody, BootSourceBody) in
+        let (config, boot, virtio) = try state.withLock { s throws(APIError) -> (MachineConfigBody, BootSourceBody, [VirtioDeviceSpec]) in
             if s.started { throw APIError("InstanceStart: the microVM has already been started (it is \(s.vm?.state.rawValue ?? "starting")); the requested operation is not supported after starting the microVM") }
             guard let boot = s.bootSource else {
                 throw APIError("InstanceStart: no boot source; PUT /boot-source with a kernel_image_path first")
             }
             s.started = true
-            return (s.machineConfig, boot)
+            // The root drive first, so that it is /dev/vda, as Firecracker attaches it.
+            let drives = s.drives.filter(\.is_root_device) + s.drives.filter { !$0.is_root_device }
+            let specs: [VirtioDeviceSpec] = drives.map {
+                .block(path: $0.path_on_host, readOnly: $0.is_read_only ?? false, id: $0.drive_id, root: $0.is_root_device)
+            } + (s.entropy != nil ? [.entropy] : [])
+            return (s.machineConfig, boot, specs)
         }
         let vm: any RunningVM
         do throws(APIError) {
-            let configuration = try machineConfiguration(config, boot)
+            var configuration = try machineConfiguration(config, boot)
+            configuration.virtio = virtio
             do throws(MachineError) { vm = try build(configuration) } catch { throw APIError(error.description) }
         } catch {
             state.withLock { $0.started = false }

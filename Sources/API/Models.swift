@@ -101,6 +101,36 @@ public struct MetricsBody: Codable, Equatable, Sendable, StrictBody {
     static let fields: [String: FieldShape] = ["metrics_path": .string]
 }
 
+/// `PUT /drives/{drive_id}` and the config file's `drives` (Firecracker's `Drive`).
+public struct DriveBody: Codable, Equatable, Sendable, StrictBody {
+    public var drive_id: String
+    public var path_on_host: String
+    public var is_root_device: Bool
+    public var is_read_only: Bool?
+    /// Firecracker's host cache policy: "Unsafe" (no flush to the host disk; Swiftlet still
+    /// does what FLUSH asks) or "Writeback"; both accepted.
+    public var cache_type: String?
+    /// Firecracker's I/O engine: Swiftlet has the synchronous one ("Sync").
+    public var io_engine: String?
+
+    public init(drive_id: String, path_on_host: String, is_root_device: Bool, is_read_only: Bool? = nil) {
+        self.drive_id = drive_id; self.path_on_host = path_on_host
+        self.is_root_device = is_root_device; self.is_read_only = is_read_only
+    }
+
+    static let fields: [String: FieldShape] = [
+        "drive_id": .string, "path_on_host": .string, "is_root_device": .boolean, "is_read_only": .boolean,
+        "cache_type": .string, "io_engine": .string,
+    ]
+}
+
+/// `PUT /entropy` and the config file's `entropy` (Firecracker's `EntropyDevice`, without a
+/// rate limiter).
+public struct EntropyBody: Codable, Equatable, Sendable, StrictBody {
+    public init() {}
+    static let fields: [String: FieldShape] = [:]
+}
+
 /// The config file (`--config-file`) and `GET /vm/config`: Firecracker's full VM configuration,
 /// with the sections Swiftlet has.
 public struct VMConfigFile: Codable, Equatable, Sendable, StrictBody {
@@ -108,9 +138,11 @@ public struct VMConfigFile: Codable, Equatable, Sendable, StrictBody {
     public var machineConfig: MachineConfigBody?
     public var logger: LoggerBody?
     public var metrics: MetricsBody?
+    public var drives: [DriveBody]?
+    public var entropy: EntropyBody?
 
     enum CodingKeys: String, CodingKey {
-        case bootSource = "boot-source", machineConfig = "machine-config", logger, metrics
+        case bootSource = "boot-source", machineConfig = "machine-config", logger, metrics, drives, entropy
     }
 
     /// Decodes a config file's bytes with the API's rules (unknown fields refused).
@@ -121,6 +153,7 @@ public struct VMConfigFile: Codable, Equatable, Sendable, StrictBody {
     static let fields: [String: FieldShape] = [
         "boot-source": .object(BootSourceBody.self), "machine-config": .object(MachineConfigBody.self),
         "logger": .object(LoggerBody.self), "metrics": .object(MetricsBody.self),
+        "drives": .arrayOf(DriveBody.self), "entropy": .object(EntropyBody.self),
     ]
 }
 

@@ -37,8 +37,7 @@ public struct APIRouter: Sendable {
     public static let firecrackerAPIVersion = "1.10.0"
     /// Firecracker's resources Swiftlet does not have yet, and what to say about them.
     static let absent: [String: String] = [
-        "drives": "block devices", "network-interfaces": "network interfaces", "vsock": "a vsock device",
-        "entropy": "an entropy device", "balloon": "a balloon device", "mmds": "a metadata service (MMDS)",
+        "network-interfaces": "network interfaces", "vsock": "a vsock device", "balloon": "a balloon device", "mmds": "a metadata service (MMDS)",
         "snapshot": "snapshots", "cpu-config": "custom CPU templates over the API (use --cpu-template FILE)",
         "serial": "serial output redirection", "hotplug": "memory hot-plug", "pmem": "pmem devices",
     ]
@@ -113,6 +112,14 @@ public struct APIRouter: Sendable {
         case ("PATCH", "vcpus", 2):
             let id = try vcpuID(tokens[1])
             try controller.setVCPUState(try decode(StateBody.self, body).state, vcpu: id)
+        case ("PUT", "drives", 2):
+            try controller.putDrive(try decode(DriveBody.self, body), pathID: tokens[1])
+        case ("PUT", "drives", 1):
+            throw APIError("The ID cannot be empty.")
+        case ("PATCH", "drives", _):
+            throw APIError("PATCH /drives: changing a drive's backing file after start is not implemented yet in Swiftlet")
+        case ("PUT", "entropy", 1):
+            try controller.putEntropy(try decode(EntropyBody.self, body))
         case ("PUT", "vcpus", 3) where tokens[2] == "mp-state":
             let id = try vcpuID(tokens[1])
             try controller.setMPState(try decode(MPStateBody.self, body).mp_state, vcpu: id)

@@ -13,6 +13,7 @@ protocol StrictBody: Decodable, Sendable {
 enum FieldShape: Sendable {
     case integer, boolean, string
     case object(any StrictBody.Type)
+    case arrayOf(any StrictBody.Type)
 
     var name: String {
         switch self {
@@ -20,6 +21,7 @@ enum FieldShape: Sendable {
         case .boolean: "a boolean (true or false)"
         case .string: "a string"
         case .object: "an object"
+        case .arrayOf: "an array of objects"
         }
     }
 }
@@ -72,6 +74,8 @@ enum StrictJSON {
                 }
             case (.boolean, .bool), (.string, .string): continue
             case let (.object(nested), nestedValue): try check(nestedValue, against: nested, path: name)
+            case let (.arrayOf(nested), .array(elements)):
+                for (index, element) in elements.enumerated() { try check(element, against: nested, path: "\(name)[\(index)]") }
             default:
                 throw BodyError(message: "`\(name)`: expected \(shape.name), found \(member.value.kindDescription)")
             }

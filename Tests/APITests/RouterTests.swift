@@ -120,7 +120,7 @@ import Glibc
             #expect(response.faultMessage?.hasPrefix("Invalid request method and/or path: \(method)") == true,
                     "\(method) \(uri): \(response.faultMessage ?? "")")
         }
-        #expect(call("PUT", "/drives/rootfs", "{}").faultMessage?.contains("no block devices yet") == true)
+        #expect(call("PUT", "/network-interfaces/eth0", "{}").faultMessage?.contains("no network interfaces yet") == true)
     }
 
     // MARK: Boot source, start, pre-boot-only resources
@@ -280,6 +280,30 @@ import Glibc
         #expect(call("PATCH", "/vcpus/0", #"{"state": "Resumed"}"#).faultMessage == "vCPU 0 is not paused")
         #expect(call("PATCH", "/vcpus/1", #"{"state": "Resumed"}"#).status == 204)
         #expect(call("PATCH", "/vcpus/4", #"{"state": "Paused"}"#).status == 404)
+    }
+
+    // MARK: Drives and entropy
+
+    @Test func drivesAndEntropy() throws {
+        let disk = try TempFile.make(bytes: [UInt8](repeating: 0, count: 1024))
+        #expect(call("PUT", "/drives/rootfs", #"{"drive_id": "rootfs", "path_on_host": "\#(disk)", "is_root_device": true, "is_read_only": false}"#).status == 204)
+        #expect(call("PUT", "/drives/data", #"{"drive_id": "data", "path_on_host": "\#(disk)", "is_root_device": false, "is_read_only": true, "cache_type": "Unsafe", "io_engine": "Sync"}"#).status == 204)
+        #expect(call("PUT", "/drives/other", #"{"drive_id": "other", "path_on_host": "\#(disk)", "is_root_device": true}"#).faultMessage?.contains("root block device already exists") == true)
+        #expect(call("PUT", "/drives/x", #"{"drive_id": "y", "path_on_host": "\#(disk)", "is_root_device": false}"#).faultMessage == "The id from the path does not match the id from the body!")
+        #expect(call("PUT", "/drives/a-b", #"{"drive_id": "a-b", "path_on_host": "\#(disk)", "is_root_device": false}"#).faultMessage?.contains("alphanumeric") == true)
+        #expect(call("PUT", "/drives/z", #"{"drive_id": "z", "path_on_host": "\#(disk)", "is_root_device": false, "io_engine": "Async"}"#).faultMessage?.contains("Sync") == true)
+        #expect(call("PUT", "/drives/z", #"{"drive_id": "z", "path_on_host": "\#(disk)"}"#).faultMessage?.contains("missing field `is_root_device`") == true)
+        #expect(call("PUT", "/entropy", "{}").status == 204)
+        #expect(call("PUT", "/entropy", #"{"rate_limiter": {}}"#).faultMessage?.contains("unknown field `rate_limiter`") == true)
+        let config = try VMConfigFile.decode(call("GET", "/vm/config").body)
+        #expect(config.drives?.map(\.drive_id) == ["rootfs", "data"])
+        #expect(config.entropy != nil)
+        // The same file applies again, and after start the drives are pre-boot only.
+        configure()
+        start()
+        #expect(call("PUT", "/drives/rootfs", #"{"drive_id": "rootfs", "path_on_host": "\#(disk)", "is_root_device": true}"#).faultMessage?.contains("not supported after starting") == true)
+        #expect(call("PATCH", "/drives/rootfs", #"{"drive_id": "rootfs", "path_on_host": "\#(disk)"}"#).faultMessage?.contains("not implemented yet") == true)
+        #expect(call("PUT", "/entropy", "{}").faultMessage?.contains("not supported after starting") == true)
     }
 
     // MARK: Logger

@@ -34,6 +34,7 @@ enum Harness {
         var probeBzImage: URL { directory.appendingPathComponent("probe.bzImage") }
         var demo: URL { directory.appendingPathComponent("demo.elf") }
         var ticker: URL { directory.appendingPathComponent("ticker.elf") }
+        var virtio: URL { directory.appendingPathComponent("virtio.elf") }
         var smp: URL { directory.appendingPathComponent("smp.elf") }
         var xenvcpu: URL { directory.appendingPathComponent("xenvcpu.elf") }
         var xenpvh: URL { directory.appendingPathComponent("xenpvh.elf") }

@@ -23,6 +23,8 @@ public protocol RunningVM: AnyObject, Sendable {
     func setMPState(_ state: MPState, vcpu: Int) throws(MPStateError)
     func status() -> [VCPUStatus]
     func sendCtrlAltDel()
+    /// A new backing file for a running drive (`PATCH /drives/{id}`).
+    func replaceDrive(id: String, path: String) throws(MachineError)
 }
 
 extension Machine: RunningVM {}
@@ -249,6 +251,19 @@ public final class VMController: Sendable {
         try state.withLock { s throws(APIError) in
             try preBoot(s, "entropy")
             s.entropy = body
+        }
+    }
+
+    /// `PATCH /drives/{id}` after start: a new backing file (Firecracker's `PartialDrive`).
+    public func patchDrive(_ body: PartialDriveBody, pathID: String) throws(APIError) {
+        guard body.drive_id == pathID else { throw APIError("The id from the path does not match the id from the body!") }
+        guard let vm, vm.state == .running || vm.state == .paused else {
+            throw APIError("PATCH /drives: the requested operation is not supported before starting the microVM")
+        }
+        guard let path = body.path_on_host else { return }   // nothing to change
+        do { try vm.replaceDrive(id: pathID, path: path) } catch { throw APIError(error.description) }
+        state.withLock { s in
+            if let index = s.drives.firstIndex(where: { $0.drive_id == pathID }) { s.drives[index].path_on_host = path }
         }
     }
 

@@ -124,6 +124,13 @@ public struct DriveBody: Codable, Equatable, Sendable, StrictBody {
     ]
 }
 
+/// `PATCH /drives/{drive_id}` (Firecracker's `PartialDrive`, without a rate limiter).
+public struct PartialDriveBody: Codable, Equatable, Sendable, StrictBody {
+    public var drive_id: String
+    public var path_on_host: String?
+    static let fields: [String: FieldShape] = ["drive_id": .string, "path_on_host": .string]
+}
+
 /// `PUT /entropy` and the config file's `entropy` (Firecracker's `EntropyDevice`, without a
 /// rate limiter).
 public struct EntropyBody: Codable, Equatable, Sendable, StrictBody {

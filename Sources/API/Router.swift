@@ -116,8 +116,8 @@ public struct APIRouter: Sendable {
             try controller.putDrive(try decode(DriveBody.self, body), pathID: tokens[1])
         case ("PUT", "drives", 1):
             throw APIError("The ID cannot be empty.")
-        case ("PATCH", "drives", _):
-            throw APIError("PATCH /drives: changing a drive's backing file after start is not implemented yet in Swiftlet")
+        case ("PATCH", "drives", 2):
+            try controller.patchDrive(try decode(PartialDriveBody.self, body), pathID: tokens[1])
         case ("PUT", "entropy", 1):
             try controller.putEntropy(try decode(EntropyBody.self, body))
         case ("PUT", "vcpus", 3) where tokens[2] == "mp-state":

@@ -13,6 +13,7 @@ public final class SimulatedVM: RunningVM {
         var ctrlAltDel = 0
         var stopped: VMOutcome?
         var onExit: (@Sendable (VMOutcome) -> Void)?
+        var drivePaths: [String: String] = [:]
     }
 
     let inner: Mutex<Inner>
@@ -100,6 +101,14 @@ public final class SimulatedVM: RunningVM {
                                   exitCounts: id == 0 ? ["io": 3] : [:], xen: xen, runState: s.runStates[id])
             }
         }
+    }
+
+    /// Drives whose path was replaced, by id: any id is accepted unless its path is empty.
+    public var replacedDrives: [String: String] { inner.withLock { $0.drivePaths } }
+
+    public func replaceDrive(id: String, path: String) throws(MachineError) {
+        guard !path.isEmpty else { throw .configuration("\(id): an empty path") }
+        inner.withLock { $0.drivePaths[id] = path }
     }
 
     public func sendCtrlAltDel() { inner.withLock { $0.ctrlAltDel += 1 } }

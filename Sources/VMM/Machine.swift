@@ -6,6 +6,7 @@ import Loader
 import Logging
 import Dispatch
 import Synchronization
+import Virtio
 import X86
 #if canImport(Glibc)
 import Glibc
@@ -187,6 +188,8 @@ public final class Machine: Sendable {
     let serial: Serial16550
     /// The i8042 with its AT keyboard (Ctrl-Alt-Del reaches the guest through it).
     let keyboard: I8042
+    /// The virtio block devices by drive id.
+    let drives: [String: (device: BlockDevice, transport: MMIOTransport)]
     let logger: Logger
     let stopState = Mutex<VMOutcome?>(nil)
     let slots: [VCPUSlot]
@@ -237,6 +240,7 @@ public final class Machine: Sendable {
         mmio = devices.mmio
         serial = devices.serial
         keyboard = devices.keyboard
+        drives = devices.drives
 
         vcpus = try MachineBuilder.vcpus(configuration, vm: vm, cpuid: cpuid, boot: bootState)
         // Hypercalls need the caller's registers; with sync regs they come with the exit.
@@ -720,6 +724,16 @@ public final class Machine: Sendable {
         let reply = Reply<Result<Void, VCPURunStateError>>()
         deliver(.resume(reply), to: slot)
         return reply.wait()
+    }
+
+    /// Puts another image behind a drive while the VM runs (Firecracker's `PATCH /drives`), and
+    /// tells the guest its configuration (the capacity) changed.
+    public func replaceDrive(id: String, path: String) throws(MachineError) {
+        guard let drive = drives[id] else {
+            throw .configuration("no drive \"\(id)\": this VM has \(drives.keys.sorted().joined(separator: ", ").isEmpty ? "none" : drives.keys.sorted().joined(separator: ", "))")
+        }
+        do { try drive.device.replace(path: path) } catch { throw .configuration(error.description) }
+        drive.transport.configurationChanged()
     }
 
     /// Presses and releases Ctrl-Alt-Del on the i8042's AT keyboard (what Firecracker's

@@ -58,6 +58,8 @@ enum MachineBuilder {
         let mmio: Bus
         let serial: Serial16550
         let keyboard: I8042
+        /// The block devices by drive id, with their transports (for `PATCH /drives`).
+        let drives: [String: (device: BlockDevice, transport: MMIOTransport)]
     }
 
     static func checkConfiguration(_ configuration: MachineConfiguration) throws(MachineError) {
@@ -232,16 +234,19 @@ enum MachineBuilder {
         }
         // virtio-mmio: register accesses exit to the vCPU that makes them; a notification is served
         // there (ioeventfd and irqfd are the next step, README).
+        var drives: [String: (device: BlockDevice, transport: MMIOTransport)] = [:]
         let mmioDevices: [(base: UInt64, length: UInt64, device: any BusDevice)] = zip(virtio.devices, virtio.windows).map { device, window in
             let irq = UInt32(window.irq)
             let transport = MMIOTransport(device: device, memory: memory, logger: logger) { high in
                 try? vm.setInterruptLine(irq, high: high)
             }
+            if let block = device as? BlockDevice { drives[block.id] = (block, transport) }
             return (window.base, Layout.virtioSlotSize, VirtioMMIODevice(transport))
         }
         do {
             return DeviceSet(ports: try Bus(.port, devices: portDevices, logger: logger),
-                             mmio: try Bus(.mmio, devices: mmioDevices, logger: logger), serial: serial, keyboard: keyboard)
+                             mmio: try Bus(.mmio, devices: mmioDevices, logger: logger), serial: serial, keyboard: keyboard,
+                             drives: drives)
         } catch { throw .configuration(error.description) }
     }
 

@@ -38,16 +38,33 @@ public final class BlockDevice: VirtioDevice {
     /// At most this many sectors per discard or write-zeroes segment, one segment per request.
     static let maxZeroSectors: UInt32 = 1 << 16
 
-    public let path: String
+    /// The backing file, replaceable while the VM runs (`replace(path:)`).
+    struct Backing {
+        var fd: Int32
+        var path: String
+        /// Capacity in 512-byte sectors.
+        var sectors: UInt64
+    }
+
     public let id: String
     public let readOnly: Bool
-    let file: Mutex<Int32>
-    /// Capacity in 512-byte sectors.
-    public let sectors: UInt64
+    let backing: Mutex<Backing>
+
+    public var path: String { backing.withLock { $0.path } }
+    public var sectors: UInt64 { backing.withLock { $0.sectors } }
 
     /// Opens `path` (read-only if asked). Its size must be a whole number of 512-byte sectors.
     public init(path: String, readOnly: Bool = false, id: String) throws(BlockFileError) {
-        let fd = open(path, (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC)
+        let (fd, sectors) = try Self.open(path, readOnly: readOnly)
+        self.id = id
+        self.readOnly = readOnly
+        backing = Mutex(Backing(fd: fd, path: path, sectors: sectors))
+    }
+
+    deinit { backing.withLock { close($0.fd) } }
+
+    static func open(_ path: String, readOnly: Bool) throws(BlockFileError) -> (Int32, UInt64) {
+        let fd = Glibc.open(path, (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC)
         guard fd >= 0 else {
             throw BlockFileError(path: path, problem: "cannot open the drive's file: \(String(cString: strerror(errno)))")
         }
@@ -56,18 +73,24 @@ public final class BlockDevice: VirtioDevice {
             close(fd)
             throw BlockFileError(path: path, problem: "not a regular file (a raw disk image is needed)")
         }
-        guard info.st_size % Int(Self.sectorSize) == 0 else {
+        guard info.st_size % Int(sectorSize) == 0 else {
             close(fd)
             throw BlockFileError(path: path, problem: "its size, \(info.st_size) bytes, is not a multiple of 512; pad it (truncate -s %512 FILE)")
         }
-        self.path = path
-        self.id = id
-        self.readOnly = readOnly
-        file = Mutex(fd)
-        sectors = UInt64(info.st_size) / UInt64(Self.sectorSize)
+        return (fd, UInt64(info.st_size) / UInt64(sectorSize))
     }
 
-    deinit { file.withLock { close($0) } }
+    /// Puts another image behind the drive (Firecracker's `PATCH /drives`): requests after this
+    /// go to the new file; the capacity is the new file's. The caller tells the driver the
+    /// configuration changed (`MMIOTransport.configurationChanged`).
+    public func replace(path: String) throws(BlockFileError) {
+        let (fd, sectors) = try Self.open(path, readOnly: readOnly)
+        let old = backing.withLock { b -> Int32 in
+            defer { b = Backing(fd: fd, path: path, sectors: sectors) }
+            return b.fd
+        }
+        close(old)
+    }
 
     public var deviceID: UInt32 { 2 }
     public var deviceFeatures: UInt64 {
@@ -135,17 +158,17 @@ public final class BlockDevice: VirtioDevice {
         case Request.read:
             let length = data.reduce(0) { $0 + Int($1.length) }
             guard inRange(sector, bytes: length) else { return (Status.ioError, 0) }
-            let done = file.withLock { fd in (try? memory.read(from: fd, offset: Int64(sector) * 512, into: data.map { ($0.address, $0.length) })) ?? -1 }
+            let done = backing.withLock { b in (try? memory.read(from: b.fd, offset: Int64(sector) * 512, into: data.map { ($0.address, $0.length) })) ?? -1 }
             return done == length ? (Status.ok, length) : (Status.ioError, max(0, done))
         case Request.write:
             guard !readOnly else { return (Status.ioError, 0) }
             let length = payload.reduce(0) { $0 + Int($1.length) }
             guard inRange(sector, bytes: length) else { return (Status.ioError, 0) }
-            let done = file.withLock { fd in (try? memory.write(to: fd, offset: Int64(sector) * 512, from: payload.map { ($0.address, $0.length) })) ?? -1 }
+            let done = backing.withLock { b in (try? memory.write(to: b.fd, offset: Int64(sector) * 512, from: payload.map { ($0.address, $0.length) })) ?? -1 }
             return (done == length ? Status.ok : Status.ioError, 0)
         case Request.flush:
             guard !readOnly else { return (Status.ok, 0) }
-            return (file.withLock { fdatasync($0) } == 0 ? Status.ok : Status.ioError, 0)
+            return (backing.withLock { fdatasync($0.fd) } == 0 ? Status.ok : Status.ioError, 0)
         case Request.getID:
             // VIRTIO_BLK_ID_BYTES: 20, NUL-padded when shorter.
             var bytes = Array(id.utf8.prefix(20))
@@ -180,7 +203,8 @@ public final class BlockDevice: VirtioDevice {
     /// Zeroes sectors: a hole punched where the host's file system can (the range reads as
     /// zeros after), otherwise zeros written.
     private func zero(from sector: UInt64, sectors count: UInt32, punch: Bool) -> Bool {
-        file.withLock { fd in
+        backing.withLock { b in
+            let fd = b.fd
             let offset = Int(sector) * 512, length = Int(count) * 512
             if punch && cswiftlet_punch_hole(fd, Int64(offset), Int64(length)) == 0 { return true }
             let zeros = [UInt8](repeating: 0, count: min(length, 1 << 20))

@@ -233,6 +233,16 @@ public final class MMIOTransport: Sendable {
         device.reset()
     }
 
+    /// The device's configuration space changed (a drive's new capacity): a new ConfigGeneration,
+    /// and a configuration-change interrupt once the driver is running (§2.5.1, §4.2.2).
+    public func configurationChanged() {
+        state.withLock { s in
+            s.configGeneration &+= 1
+            if s.status & Status.driverOK != 0 { s.interruptStatus |= Interrupt.configChange }
+        }
+        updateLine()
+    }
+
     /// Serves a notified queue: the device takes what is available; an error in the ring puts
     /// the device in DEVICE_NEEDS_RESET. Raises the used-buffer interrupt if the driver wants it.
     public func process(queue index: Int) {

@@ -293,6 +293,7 @@ import Glibc
         #expect(call("PUT", "/drives/a-b", #"{"drive_id": "a-b", "path_on_host": "\#(disk)", "is_root_device": false}"#).faultMessage?.contains("alphanumeric") == true)
         #expect(call("PUT", "/drives/z", #"{"drive_id": "z", "path_on_host": "\#(disk)", "is_root_device": false, "io_engine": "Async"}"#).faultMessage?.contains("Sync") == true)
         #expect(call("PUT", "/drives/z", #"{"drive_id": "z", "path_on_host": "\#(disk)"}"#).faultMessage?.contains("missing field `is_root_device`") == true)
+        #expect(call("PATCH", "/drives/rootfs", #"{"drive_id": "rootfs", "path_on_host": "/x.img"}"#).faultMessage?.contains("before starting") == true)
         #expect(call("PUT", "/entropy", "{}").status == 204)
         #expect(call("PUT", "/entropy", #"{"rate_limiter": {}}"#).faultMessage?.contains("unknown field `rate_limiter`") == true)
         let config = try VMConfigFile.decode(call("GET", "/vm/config").body)
@@ -302,7 +303,12 @@ import Glibc
         configure()
         start()
         #expect(call("PUT", "/drives/rootfs", #"{"drive_id": "rootfs", "path_on_host": "\#(disk)", "is_root_device": true}"#).faultMessage?.contains("not supported after starting") == true)
-        #expect(call("PATCH", "/drives/rootfs", #"{"drive_id": "rootfs", "path_on_host": "\#(disk)"}"#).faultMessage?.contains("not implemented yet") == true)
+        // A new backing file while the VM runs, as Firecracker's PATCH /drives does.
+        #expect(call("PATCH", "/drives/rootfs", #"{"drive_id": "rootfs", "path_on_host": "/images/new.img"}"#).status == 204)
+        #expect(host.vm?.replacedDrives["rootfs"] == "/images/new.img")
+        #expect(try VMConfigFile.decode(call("GET", "/vm/config").body).drives?.first?.path_on_host == "/images/new.img")
+        #expect(call("PATCH", "/drives/rootfs", #"{"drive_id": "data", "path_on_host": "/y.img"}"#).faultMessage == "The id from the path does not match the id from the body!")
+        #expect(call("PATCH", "/drives/rootfs", #"{"drive_id": "rootfs", "path_on_host": ""}"#).status == 400)
         #expect(call("PUT", "/entropy", "{}").faultMessage?.contains("not supported after starting") == true)
     }
 

@@ -128,6 +128,25 @@ struct BlockTests {
         #expect(status == BlockDevice.Status.ok)
     }
 
+    @Test func aNewBackingFileWhileRunning() throws {
+        let first = try Self.image(sectors: 8), second = try Self.image(sectors: 32)
+        defer { unlink(first); unlink(second) }
+        let device = try BlockDevice(path: first, id: "root")
+        var d = try driver(device)
+        let generation = d.reg(MMIOTransport.Register.configGeneration)
+        try device.replace(path: second)
+        d.transport.configurationChanged()
+        #expect(d.transport.read(offset: 0x100, size: 4) == 32, "the new capacity")
+        #expect(d.reg(MMIOTransport.Register.configGeneration) != generation)
+        #expect(d.reg(MMIOTransport.Register.interruptStatus) & MMIOTransport.Interrupt.configChange != 0)
+        let (status, _) = try Self.request(&d, type: BlockDevice.Request.read, sector: 20, inLength: 512)
+        #expect(status == BlockDevice.Status.ok)
+        #expect(try d.memory.read(at: GuestAddress(Self.data), count: 1) == [20])
+        // A bad file leaves the old one in place.
+        #expect(throws: BlockFileError.self) { try device.replace(path: "/nonexistent.img") }
+        #expect(device.path == second && device.sectors == 32)
+    }
+
     @Test func imagesMustBeWholeSectors() throws {
         let path = try Self.image(sectors: 2, extra: 100)
         defer { unlink(path) }

@@ -90,7 +90,7 @@ public final class LogSink: Sendable {
     public var level: Logger.Level { settings.withLock { $0.level } }
 
     /// Firecracker's level names (any case), mapped onto swift-log's.
-    static func level(named name: String) -> Logger.Level? {
+    public static func level(named name: String) -> Logger.Level? {
         switch name.lowercased() {
         case "off": .critical
         case "error": .error
@@ -101,9 +101,6 @@ public final class LogSink: Sendable {
         default: nil
         }
     }
-
-    /// A Firecracker level name, for `--level`.
-    public static func firecrackerLevel(_ name: String) -> Logger.Level? { level(named: name) }
 
     /// Sends log lines to `path` from now on (`--log-path`).
     public func configure(path: String) throws(APIError) {

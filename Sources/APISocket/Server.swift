@@ -187,6 +187,8 @@ final class Connection: @unchecked Sendable {   // confined to the main loop's t
     unowned let server: APIServer
     let channel: EmbeddedChannel
     private var output: [UInt8] = []
+    /// Reused for every read (a request rarely needs more than one).
+    private var input = [UInt8](repeating: 0, count: 65536)
     private var closed = false
     private var wantsWrite = false
 
@@ -207,12 +209,11 @@ final class Connection: @unchecked Sendable {   // confined to the main loop's t
 
     private func read() {
         guard !closed else { return }
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        let n = recv(fd, &buffer, buffer.count, 0)
+        let n = input.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
         if n < 0 && (errno == EAGAIN || errno == EINTR) { return }
         guard n > 0 else { close(); return }   // the client hung up (mid-request or not)
         do {
-            try channel.writeInbound(channel.allocator.buffer(bytes: buffer[0..<n]))
+            try channel.writeInbound(channel.allocator.buffer(bytes: input[0..<n]))
         } catch {
             server.logger.debug("API request error", metadata: ["error": "\(error)"])
         }

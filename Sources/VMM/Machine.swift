@@ -457,7 +457,7 @@ public final class Machine: Sendable {
         let start = runStarted.withLock { $0 }
         var started = slot.xen.withLock { $0.bringUp != nil }
         while !isStopping {
-            if slot.runState == .paused || slot.parked.load(ordering: .acquiring) {
+            if slot.paused.load(ordering: .acquiring) || slot.parked.load(ordering: .acquiring) {
                 slot.wakeup.wait()
                 serveEvents(slot)
                 continue
@@ -510,7 +510,7 @@ public final class Machine: Sendable {
         }
         guard let pauseReply else { return nil }
         let outcome = settle(slot)
-        slot.control.withLock { $0.runState = outcome == nil ? .paused : $0.runState }
+        if outcome == nil { slot.control.withLock { slot.setRunState(&$0, .paused) } }
         pauseReply.send(outcome == nil ? .success(()) : .failure(VCPURunStateError(vcpu: slot.vcpu.id, action: .pause, state: .stopped)))
         return outcome
     }
@@ -573,7 +573,7 @@ public final class Machine: Sendable {
         case let .resume(reply):
             let result = slot.control.withLock { c -> Result<Void, VCPURunStateError> in
                 do throws(VCPURunStateError) {
-                    c.runState = try VCPURunRules.next(after: .resume, from: c.runState, vcpu: vcpu.id)
+                    slot.setRunState(&c, try VCPURunRules.next(after: .resume, from: c.runState, vcpu: vcpu.id))
                     return .success(())
                 } catch { return .failure(error) }
             }

@@ -126,6 +126,9 @@ final class VCPUSlot: Sendable {
     let xen = Mutex(XenVCPUState())
     /// Mirrors `xen.down` for the run loop, which checks it before every `KVM_RUN`.
     let parked = Atomic<Bool>(false)
+    /// Mirrors `control.runState == .paused` for the same check, so the run loop takes no lock
+    /// per exit. Written only through `setRunState`.
+    let paused = Atomic<Bool>(false)
     /// Wakes the thread of a held vCPU (paused, or parked by `VCPUOP_down`): on an event, `up`,
     /// or a stop. It waits on nothing else, so a held vCPU costs no CPU.
     let wakeup = DispatchSemaphore(value: 0)
@@ -138,7 +141,7 @@ final class VCPUSlot: Sendable {
     /// that thread, never served on the caller's. (Were one served here while the new thread
     /// entered `KVM_RUN` on a parked AP, its ioctl would wait on the vCPU mutex forever.)
     func activate() {
-        control.withLock { $0.threadActive = true; $0.runState = .running }
+        control.withLock { $0.threadActive = true; setRunState(&$0, .running) }
     }
 
     /// Called on the vCPU thread before its first `KVM_RUN`, so that kicks can signal it. A kick
@@ -153,13 +156,19 @@ final class VCPUSlot: Sendable {
         let left = control.withLock { c -> [VCPUEvent] in
             c.threadActive = false
             c.thread = nil
-            c.runState = .stopped
+            setRunState(&c, .stopped)
             c.pauseReply?.send(.failure(VCPURunStateError(vcpu: vcpu.id, action: .pause, state: .stopped)))
             c.pauseReply = nil
             defer { c.pending = [] }
             return c.pending
         }
         for event in left { serve(event) }
+    }
+
+    /// Sets the run state and its lock-free mirror together (call under `control`'s lock).
+    func setRunState(_ c: inout Control, _ state: VCPURunState) {
+        c.runState = state
+        paused.store(state == .paused, ordering: .releasing)
     }
 
     /// Takes the queued events; with `controlToo` false, pause and resume stay queued.

@@ -59,7 +59,7 @@ struct LaunchOptions: ParsableArguments {
         if !noAPI && apiSock == nil && configFile != nil {
             throw ValidationError("--config-file without --api-sock: add --api-sock PATH to serve the API, or --no-api")
         }
-        if let level, LogSink.firecrackerLevel(level) == nil {
+        if let level, LogSink.level(named:)(level) == nil {
             throw ValidationError("--level \(level): use Error, Warning, Info, Debug, Trace or Off")
         }
         if maxPayload < 1 { throw ValidationError("--http-api-max-payload-size \(maxPayload): must be at least 1") }
@@ -77,7 +77,7 @@ struct LaunchOptions: ParsableArguments {
         let finish: @Sendable (VMOutcome) -> Void = { result in
             if outcome.record(result) { loop.stop() }
         }
-        let sink = LogSink(level: level.flatMap(LogSink.firecrackerLevel) ?? .warning)
+        let sink = LogSink(level: level.flatMap(LogSink.level(named:)) ?? .warning)
         LoggingSystem.bootstrap(sink.handler)
         if let logPath {
             do { try sink.configure(path: logPath) } catch { throw RuntimeFailure("--log-path \(logPath): \(error.message)") }

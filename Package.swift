@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Layers depend one way, top to bottom:
-//   swiftlet -> APISocket -> API -> VMM -> Devices, Hypercalls, X86 -> Loader -> GuestMemory;  X86, VMM -> KVM -> CKVM
+//   swiftlet -> APISocket -> API -> VMM -> Devices, Hypercalls, Virtio, X86 -> Loader -> GuestMemory;
+//   X86, VMM -> KVM -> CKVM;  VMM, Virtio -> EventLoop
 let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
 
 let package = Package(
@@ -38,13 +39,16 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .target(name: "Hypercalls", swiftSettings: strict),
+        // The VMM's epoll loop (eventfd wake-ups, timers, signals, watched descriptors); the main
+        // loop and each virtio device's worker run one.
+        .target(name: "EventLoop", dependencies: ["CSwiftletSystem"], swiftSettings: strict),
         // virtio (VIRTIO 1.2): split virtqueues, the virtio-mmio transport, the devices. Pure device
         // logic over GuestMemory, testable without KVM.
-        .target(name: "Virtio", dependencies: ["GuestMemory", "CSwiftletSystem", .product(name: "Logging", package: "swift-log")],
+        .target(name: "Virtio", dependencies: ["GuestMemory", "EventLoop", "CSwiftletSystem", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         .target(name: "DemoGuest", swiftSettings: strict),
         .target(name: "VMM", dependencies: [
-            "KVM", "GuestMemory", "Loader", "X86", "Devices", "Hypercalls", "Virtio", "CSwiftletSystem",
+            "KVM", "GuestMemory", "Loader", "X86", "Devices", "Hypercalls", "Virtio", "EventLoop", "CSwiftletSystem",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: strict),
@@ -87,7 +91,7 @@ let package = Package(
         .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "Loader", "KVM", "JSON"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls"]),
-        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory", "EventLoop"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CKVM", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Devices", "Hypercalls"]),
         // Shared by the API and end-to-end tests: a byte-exact HTTP client on a Unix socket.

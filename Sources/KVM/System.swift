@@ -7,7 +7,7 @@ import Glibc
 /// Capabilities Swiftlet asks about (`KVM_CHECK_EXTENSION`).
 public enum Capability: Sendable {
     case irqchip, userMemory, setTSSAddress, nrVCPUs, maxVCPUs, mpState, pit2, setBootCPUID,
-         immediateExit, userSpaceMSR, xenHVM, syncRegs
+         immediateExit, userSpaceMSR, xenHVM, syncRegs, ioeventfd, irqfd
 
     var raw: CInt {
         switch self {
@@ -23,6 +23,8 @@ public enum Capability: Sendable {
         case .userSpaceMSR: CKVM_CAP_X86_USER_SPACE_MSR
         case .xenHVM: CKVM_CAP_XEN_HVM
         case .syncRegs: CKVM_CAP_SYNC_REGS
+        case .ioeventfd: CKVM_CAP_IOEVENTFD
+        case .irqfd: CKVM_CAP_IRQFD
         }
     }
 }

@@ -59,6 +59,30 @@ public final class VirtualMachine: Sendable {
         _ = try ioctlPointer(fd.rawValue, CKVM_IRQ_LINE, &level, "KVM_IRQ_LINE", context: "GSI \(gsi)")
     }
 
+    /// `KVM_IOEVENTFD`: a guest write of `datamatch` (`length` bytes) to the MMIO address
+    /// `address` signals `eventfd` inside the kernel; the vCPU does not exit. `deassign` undoes it.
+    public func setIOEventFD(_ eventfd: Int32, mmioAddress address: UInt64, length: UInt32, datamatch: UInt64,
+                             deassign: Bool = false) throws(KVMError) {
+        var request = kvm_ioeventfd()
+        request.datamatch = datamatch
+        request.addr = address
+        request.len = length
+        request.fd = eventfd
+        request.flags = CKVM_IOEVENTFD_FLAG_DATAMATCH | (deassign ? CKVM_IOEVENTFD_FLAG_DEASSIGN : 0)
+        _ = try ioctlPointer(fd.rawValue, CKVM_IOEVENTFD, &request, "KVM_IOEVENTFD",
+                             context: "0x\(String(address, radix: 16)) = \(datamatch)")
+    }
+
+    /// `KVM_IRQFD`: a write to `eventfd` raises GSI `gsi` of the in-kernel irqchip (an edge:
+    /// asserted and released) without a system call into the VM. `deassign` undoes it.
+    public func setIRQFD(_ eventfd: Int32, gsi: UInt32, deassign: Bool = false) throws(KVMError) {
+        var request = kvm_irqfd()
+        request.fd = UInt32(bitPattern: eventfd)
+        request.gsi = gsi
+        request.flags = deassign ? CKVM_IRQFD_FLAG_DEASSIGN : 0
+        _ = try ioctlPointer(fd.rawValue, CKVM_IRQFD, &request, "KVM_IRQFD", context: "GSI \(gsi)")
+    }
+
     /// `KVM_ENABLE_CAP` on the VM.
     public func enable(_ capability: Capability, arguments: [UInt64] = []) throws(KVMError) {
         var request = kvm_enable_cap()

@@ -190,6 +190,8 @@ public final class Machine: Sendable {
     let keyboard: I8042
     /// The virtio block devices by drive id.
     let drives: [String: (device: BlockDevice, transport: MMIOTransport)]
+    /// Each virtio device's worker thread and eventfds.
+    let virtioWorkers: [VirtioWorker]
     let logger: Logger
     let stopState = Mutex<VMOutcome?>(nil)
     let slots: [VCPUSlot]
@@ -241,6 +243,7 @@ public final class Machine: Sendable {
         serial = devices.serial
         keyboard = devices.keyboard
         drives = devices.drives
+        virtioWorkers = devices.workers
 
         vcpus = try MachineBuilder.vcpus(configuration, vm: vm, cpuid: cpuid, boot: bootState)
         // Hypercalls need the caller's registers; with sync regs they come with the exit.
@@ -318,7 +321,10 @@ public final class Machine: Sendable {
         }
         KickSignal.ensureInstalled()
         runStarted.withLock { $0 = monotonicNanoseconds() }
-        let run = RunResources(vcpus: slots.count)
+        let run = RunResources(vcpus: slots.count, workers: virtioWorkers)
+        for worker in virtioWorkers {   // before the vCPUs: a notification finds its worker running
+            do { try worker.start() } catch { stop(.vmmError(vcpu: nil, message: error.description)) }
+        }
         // The last vCPU thread to end hands the teardown to the loop, which joins them all.
         let finish: @Sendable () -> Void = { [self] in
             guard run.running.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { return }
@@ -381,10 +387,15 @@ public final class Machine: Sendable {
         var input: ConsoleInput?
         var watchdog: MainLoop.Timer?
         var lastExits = -1
+        let workers: [VirtioWorker]
 
-        init(vcpus: Int) { running = Atomic(vcpus) }
+        init(vcpus: Int, workers: [VirtioWorker]) {
+            running = Atomic(vcpus)
+            self.workers = workers
+        }
 
         func end(on loop: MainLoop) {
+            for worker in workers { worker.stop() }
             if let watchdog { loop.cancel(watchdog) }
             input?.stop()
             input = nil

@@ -60,6 +60,20 @@ enum MachineBuilder {
         let keyboard: I8042
         /// The block devices by drive id, with their transports (for `PATCH /drives`).
         let drives: [String: (device: BlockDevice, transport: MMIOTransport)]
+        /// One per virtio device, in window order.
+        let workers: [VirtioWorker]
+    }
+
+    /// A device type's name in thread names and logs.
+    static func shortName(_ deviceID: UInt32) -> String {
+        switch deviceID {
+        case 1: "net"
+        case 2: "blk"
+        case 3: "console"
+        case 4: "rng"
+        case 19: "vsock"
+        default: "dev\(deviceID)"
+        }
     }
 
     static func checkConfiguration(_ configuration: MachineConfiguration) throws(MachineError) {
@@ -232,21 +246,28 @@ enum MachineBuilder {
         if configuration.acpi {   // the FADT's sleep control/status registers
             portDevices.append((ACPI.sleepControlPort, 2, SleepControlPort(poweroffSleepType: ACPI.s5SleepType)))
         }
-        // virtio-mmio: register accesses exit to the vCPU that makes them; a notification is served
-        // there (ioeventfd and irqfd are the next step, README).
+        // virtio-mmio: register accesses exit to the vCPU that makes them; notifications and
+        // interrupts go through eventfds that KVM serves, and each device works on its own thread.
         var drives: [String: (device: BlockDevice, transport: MMIOTransport)] = [:]
-        let mmioDevices: [(base: UInt64, length: UInt64, device: any BusDevice)] = zip(virtio.devices, virtio.windows).map { device, window in
-            let irq = UInt32(window.irq)
-            let transport = MMIOTransport(device: device, memory: memory, logger: logger) { high in
-                try? vm.setInterruptLine(irq, high: high)
-            }
+        var workers: [VirtioWorker] = []
+        var mmioDevices: [(base: UInt64, length: UInt64, device: any BusDevice)] = []
+        for (index, (device, window)) in zip(virtio.devices, virtio.windows).enumerated() {
+            let worker: VirtioWorker
+            do {
+                worker = try VirtioWorker(name: "virtio\(index)-\(Self.shortName(device.deviceID))",
+                                          queues: device.queueMaxSizes.count, window: window, vm: vm, logger: logger)
+            } catch { throw .configuration(error.description) }
+            let transport = MMIOTransport(device: device, memory: memory, logger: logger,
+                                          notify: worker.notify, interrupt: worker.interrupt)
+            do { try worker.attach(transport) } catch { throw .configuration(error.description) }
+            workers.append(worker)
             if let block = device as? BlockDevice { drives[block.id] = (block, transport) }
-            return (window.base, Layout.virtioSlotSize, VirtioMMIODevice(transport))
+            mmioDevices.append((window.base, Layout.virtioSlotSize, VirtioMMIODevice(transport)))
         }
         do {
             return DeviceSet(ports: try Bus(.port, devices: portDevices, logger: logger),
                              mmio: try Bus(.mmio, devices: mmioDevices, logger: logger), serial: serial, keyboard: keyboard,
-                             drives: drives)
+                             drives: drives, workers: workers)
         } catch { throw .configuration(error.description) }
     }
 

@@ -1,4 +1,17 @@
+import EventLoop
 import GuestMemory
+
+/// Where a device meets its host side: its worker's event loop (for the device's own descriptors:
+/// a TAP device, sockets, standard input) and a way to have the transport serve one of its
+/// queues there, when the device has something for the driver.
+public struct DeviceContext: Sendable {
+    public let loop: MainLoop
+    public let process: @Sendable (Int) -> Void
+    public init(loop: MainLoop, process: @escaping @Sendable (Int) -> Void) {
+        self.loop = loop
+        self.process = process
+    }
+}
 
 /// What a virtio device type provides to the transport (VIRTIO 1.2 §5): its ID, features,
 /// configuration space and queues, and the work a notified queue asks for.
@@ -20,10 +33,13 @@ public protocol VirtioDevice: AnyObject, Sendable {
     func process(queue index: Int, _ queue: inout Virtqueue, memory: GuestMemory) throws(VirtqueueError) -> Bool
     /// Back to the state before the driver found it (status 0).
     func reset()
+    /// The device's worker is ready; a device with host descriptors starts watching them.
+    func attach(_ context: DeviceContext)
 }
 
 extension VirtioDevice {
     public func writeConfig(offset: Int, size: Int, value: UInt32) {}
+    public func attach(_ context: DeviceContext) {}
 
     /// Little-endian bytes of a configuration space, read as the driver asks (1, 2 or 4 bytes).
     public static func configValue(_ bytes: [UInt8], offset: Int, size: Int) -> UInt32 {

@@ -41,27 +41,50 @@ public final class MMIOTransport: Sendable {
         var driverFeaturesSel: UInt32 = 0
         var driverFeatures: UInt64 = 0
         var queueSel: UInt32 = 0
+        /// What the driver configured for each queue (size, addresses, ready).
         var queues: [Virtqueue]
         var interruptStatus: UInt32 = 0
         var configGeneration: UInt32 = 0
         var activated = false
         var problemLogged = false
+        /// Counts resets: work that began before one must not touch the state after it.
+        var resets: UInt64 = 0
+    }
+
+    /// What a register write asks for once the register lock is released.
+    struct Effects {
+        var notify: Int?
+        var activate: (features: UInt64, queues: [Virtqueue])?
+        var install: (index: Int, queue: Virtqueue)?
+        var reset = false
+        var interrupt = false
     }
 
     public let device: any VirtioDevice
     let memory: GuestMemory
+    /// The registers. Taken briefly, by vCPU threads and the device's worker; never across I/O.
     let state: Mutex<State>
-    /// Drives the device's interrupt line: high while any interrupt status bit is set.
-    let interruptLine: @Sendable (Bool) -> Void
+    /// The queues the device serves (indices and all). Held while the device works on them, by
+    /// its worker (or the notifying thread when there is none), and by a reset, which so waits
+    /// for work in progress to end before it returns.
+    let rings: Mutex<[Virtqueue]>
+    /// Raises the device's interrupt (an edge on its pin: an irqfd, or a pulse of the line).
+    let interrupt: @Sendable () -> Void
+    /// Where a QueueNotify write goes: the device's worker. Without one, the writing thread
+    /// serves the queue itself.
+    let notify: (@Sendable (Int) -> Void)?
     let logger: Logger
 
     public init(device: any VirtioDevice, memory: GuestMemory, logger: Logger = Logger(label: "swiftlet.virtio"),
-                interruptLine: @escaping @Sendable (Bool) -> Void) {
+                notify: (@Sendable (Int) -> Void)? = nil, interrupt: @escaping @Sendable () -> Void) {
         self.device = device
         self.memory = memory
         self.logger = logger
-        self.interruptLine = interruptLine
-        state = Mutex(State(queues: device.queueMaxSizes.map { Virtqueue(size: $0) }))
+        self.notify = notify
+        self.interrupt = interrupt
+        let queues = device.queueMaxSizes.map { Virtqueue(size: $0) }
+        state = Mutex(State(queues: queues))
+        rings = Mutex(queues)
     }
 
     /// Every feature the device offers: its own, VERSION_1 (required), and the ring features.
@@ -71,6 +94,7 @@ public final class MMIOTransport: Sendable {
 
     public var status: UInt32 { state.withLock { $0.status } }
     public var interruptStatus: UInt32 { state.withLock { $0.interruptStatus } }
+    public var queueCount: Int { device.queueMaxSizes.count }
 
     // MARK: Registers
 
@@ -102,47 +126,62 @@ public final class MMIOTransport: Sendable {
         }
     }
 
-    /// A driver write. A notification of a ready queue is served before this returns.
+    /// A driver write. A notification goes to the device's worker (or is served here without one).
     public func write(offset: Int, size: Int, value: UInt32) {
         if offset >= Register.config {
             device.writeConfig(offset: offset - Register.config, size: size, value: value)
             return
         }
         guard size == 4, offset % 4 == 0 else { return }
-        var notify: Int?
-        state.withLock { s in
+        let effects = state.withLock { s -> Effects in
+            var effects = Effects()
             switch offset {
             case Register.deviceFeaturesSel: s.deviceFeaturesSel = value
             case Register.driverFeaturesSel: s.driverFeaturesSel = value
             case Register.driverFeatures:
                 // Only while negotiating (§3.1.1: after DRIVER, before FEATURES_OK).
-                guard s.status & Status.driver != 0, s.status & Status.featuresOK == 0, s.driverFeaturesSel < 2 else { return }
+                guard s.status & Status.driver != 0, s.status & Status.featuresOK == 0, s.driverFeaturesSel < 2 else { break }
                 let shift = 32 * UInt64(s.driverFeaturesSel)
                 s.driverFeatures = (s.driverFeatures & ~(0xFFFF_FFFF << shift)) | (UInt64(value) << shift)
             case Register.queueSel: s.queueSel = value
             case Register.queueNum, Register.queueDescLow, Register.queueDescHigh, Register.queueDriverLow,
                  Register.queueDriverHigh, Register.queueDeviceLow, Register.queueDeviceHigh:
-                configureQueue(&s, offset, value)
+                configureQueue(&s, offset, value, &effects)
             case Register.queueReady:
-                setQueueReady(&s, value == 1)
+                setQueueReady(&s, value == 1, &effects)
             case Register.queueNotify:
                 if Int(value) < s.queues.count, s.queues[Int(value)].ready, s.activated,
                    s.status & Status.needsReset == 0 {
-                    notify = Int(value)
+                    effects.notify = Int(value)
                 }
             case Register.interruptACK:
                 s.interruptStatus &= ~value
             case Register.status:
-                setStatus(&s, value)
+                setStatus(&s, value, &effects)
             default: break
             }
+            return effects
         }
-        if let notify { process(queue: notify) }
-        updateLine()
+        apply(effects)
     }
 
-    private func updateLine() {
-        interruptLine(state.withLock { $0.interruptStatus != 0 })
+    private func apply(_ effects: Effects) {
+        if effects.reset {
+            // Waits for work in progress; what it does after the reset is dropped (`resets`).
+            rings.withLock { $0 = device.queueMaxSizes.map { Virtqueue(size: $0) } }
+            device.reset()
+        }
+        if let (features, queues) = effects.activate {
+            rings.withLock { $0 = queues }
+            device.activate(features: features)
+        }
+        if let (index, queue) = effects.install {
+            rings.withLock { $0[index] = queue }
+        }
+        if effects.interrupt { interrupt() }
+        if let index = effects.notify {
+            if let notify { notify(index) } else { process(queue: index) }
+        }
     }
 
     // MARK: Status and queues
@@ -150,9 +189,10 @@ public final class MMIOTransport: Sendable {
     /// §2.1 and §3.1.1: 0 resets; otherwise bits are only added, in order. FEATURES_OK stays set
     /// only if the driver's features are a subset of the offer and include VERSION_1 (§2.2.2).
     /// DRIVER_OK before FEATURES_OK is refused: the device asks for a reset.
-    private func setStatus(_ s: inout State, _ value: UInt32) {
+    private func setStatus(_ s: inout State, _ value: UInt32, _ effects: inout Effects) {
         if value == 0 {
-            resetLocked(&s)
+            s = State(queues: device.queueMaxSizes.map { Virtqueue(size: $0) }, resets: s.resets &+ 1)
+            effects.reset = true
             return
         }
         var added = value & ~s.status
@@ -163,7 +203,7 @@ public final class MMIOTransport: Sendable {
         }
         if added & Status.driverOK != 0 && (s.status | added) & Status.featuresOK == 0 {
             logOnce(&s, "the driver set DRIVER_OK without FEATURES_OK")
-            needsReset(&s)
+            needsReset(&s, &effects)
             return
         }
         s.status |= added & (Status.acknowledge | Status.driver | Status.featuresOK | Status.driverOK | Status.failed)
@@ -173,17 +213,17 @@ public final class MMIOTransport: Sendable {
                 s.queues[index].eventIndex = s.driverFeatures & VirtioFeature.eventIndex != 0
             }
             s.activated = true
-            device.activate(features: s.driverFeatures)
+            effects.activate = (s.driverFeatures, s.queues)
         }
     }
 
-    private func configureQueue(_ s: inout State, _ offset: Int, _ value: UInt32) {
+    private func configureQueue(_ s: inout State, _ offset: Int, _ value: UInt32, _ effects: inout Effects) {
         guard Int(s.queueSel) < s.queues.count else { return }
         let index = Int(s.queueSel)
         if s.queues[index].ready {
             // §4.2.3.2: the driver must not change a ready queue. A hostile one gets a reset request.
             logOnce(&s, "the driver changed queue \(index)'s configuration while it was ready")
-            needsReset(&s)
+            needsReset(&s, &effects)
             return
         }
         func low(_ old: UInt64) -> UInt64 { (old & 0xFFFF_FFFF_0000_0000) | UInt64(value) }
@@ -203,23 +243,34 @@ public final class MMIOTransport: Sendable {
         }
     }
 
-    private func setQueueReady(_ s: inout State, _ ready: Bool) {
+    /// QueueReady: 1 checks the areas first; after DRIVER_OK the change reaches the served queue
+    /// too (a queue enabled late, or one the driver stops using).
+    private func setQueueReady(_ s: inout State, _ ready: Bool, _ effects: inout Effects) {
         guard Int(s.queueSel) < s.queues.count else { return }
         let index = Int(s.queueSel)
+        guard s.queues[index].ready != ready else { return }
         if ready {
             do throws(VirtqueueError) { try s.queues[index].validate(in: memory) } catch {
                 logOnce(&s, "queue \(index): \(error)")
-                needsReset(&s)
+                needsReset(&s, &effects)
                 return
             }
         }
         s.queues[index].ready = ready
+        if s.activated { effects.install = (index, s.queues[index]) }
     }
 
     /// DEVICE_NEEDS_RESET with a configuration-change interrupt (§2.1.2), once the driver is running.
-    private func needsReset(_ s: inout State) {
+    private func needsReset(_ s: inout State, _ effects: inout Effects) {
         s.status |= Status.needsReset
-        if s.status & Status.driverOK != 0 { s.interruptStatus |= Interrupt.configChange }
+        if s.status & Status.driverOK != 0 { raise(&s, Interrupt.configChange, &effects) }
+    }
+
+    /// Sets an interrupt status bit; the pin gets an edge (§4.2.2: the driver reads and
+    /// acknowledges the bits).
+    private func raise(_ s: inout State, _ bit: UInt32, _ effects: inout Effects) {
+        s.interruptStatus |= bit
+        effects.interrupt = true
     }
 
     private func logOnce(_ s: inout State, _ message: String) {
@@ -228,38 +279,55 @@ public final class MMIOTransport: Sendable {
         logger.warning("virtio device \(device.deviceID): \(message); the device needs a reset")
     }
 
-    private func resetLocked(_ s: inout State) {
-        s = State(queues: device.queueMaxSizes.map { Virtqueue(size: $0) })
-        device.reset()
-    }
-
     /// The device's configuration space changed (a drive's new capacity): a new ConfigGeneration,
     /// and a configuration-change interrupt once the driver is running (§2.5.1, §4.2.2).
     public func configurationChanged() {
-        state.withLock { s in
+        let effects = state.withLock { s -> Effects in
+            var effects = Effects()
             s.configGeneration &+= 1
-            if s.status & Status.driverOK != 0 { s.interruptStatus |= Interrupt.configChange }
+            if s.status & Status.driverOK != 0 { raise(&s, Interrupt.configChange, &effects) }
+            return effects
         }
-        updateLine()
+        apply(effects)
     }
 
-    /// Serves a notified queue: the device takes what is available; an error in the ring puts
-    /// the device in DEVICE_NEEDS_RESET. Raises the used-buffer interrupt if the driver wants it.
+    /// True once the driver has set DRIVER_OK and until a reset or a reset request: the device
+    /// may use its queues.
+    public var isLive: Bool {
+        state.withLock { $0.activated && $0.status & Status.needsReset == 0 }
+    }
+
+    /// Serves queue `index` (its worker calls this on a notification, or when the device has
+    /// something for the driver): the device takes what it can; an error in the ring puts the
+    /// device in DEVICE_NEEDS_RESET. Raises the used-buffer interrupt if the driver wants it.
+    /// The registers stay free while the device works.
     public func process(queue index: Int) {
-        state.withLock { s in
-            guard index < s.queues.count, s.queues[index].ready, s.activated, s.status & Status.needsReset == 0 else { return }
-            var queue = s.queues[index]
+        rings.withLock { rings in
+            guard index < rings.count else { return }
+            guard let resets = state.withLock({ s -> UInt64? in
+                s.activated && s.status & Status.needsReset == 0 && rings[index].ready ? s.resets : nil
+            }) else { return }
+            var queue = rings[index]
+            var failure: VirtqueueError?
+            var wanted = false
             do throws(VirtqueueError) {
-                if try device.process(queue: index, &queue, memory: memory), queue.needsInterrupt(memory) {
-                    s.interruptStatus |= Interrupt.usedBuffer
-                }
-                s.queues[index] = queue
+                wanted = try device.process(queue: index, &queue, memory: memory) && queue.needsInterrupt(memory)
             } catch {
-                s.queues[index] = queue
-                logOnce(&s, "queue \(index): \(error)")
-                needsReset(&s)
+                failure = error
             }
+            rings[index] = queue
+            let effects = state.withLock { s -> Effects in
+                var effects = Effects()
+                guard s.resets == resets else { return effects }   // reset meanwhile: nothing to tell
+                if let failure {
+                    logOnce(&s, "queue \(index): \(failure)")
+                    needsReset(&s, &effects)
+                } else if wanted {
+                    raise(&s, Interrupt.usedBuffer, &effects)
+                }
+                return effects
+            }
+            if effects.interrupt { interrupt() }
         }
-        updateLine()
     }
 }

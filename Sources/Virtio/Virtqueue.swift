@@ -114,9 +114,17 @@ public struct Virtqueue: Sendable {
     }
 
     /// Takes the next available chain, or nil if the driver has made none available.
+    /// With EVENT_IDX, an empty ring first asks the driver to notify for the next buffer
+    /// (`avail_event`, §2.7.10) and looks once more, so a buffer made available meanwhile is not
+    /// left waiting for a notification the driver will not send.
     public mutating func pop(from memory: GuestMemory) throws(VirtqueueError) -> DescriptorChain? {
-        let availIndex: UInt16 = try loadRing(memory, availableRing + 2, "available ring")
-        if availIndex == nextAvailable { return nil }
+        var availIndex: UInt16 = try loadRing(memory, availableRing + 2, "available ring")
+        if availIndex == nextAvailable {
+            guard eventIndex else { return nil }
+            requestNotification(memory)
+            availIndex = try loadRing(memory, availableRing + 2, "available ring")
+            if availIndex == nextAvailable { return nil }
+        }
         guard availIndex &- nextAvailable <= size else {
             throw .availableOverrun(avail: availIndex, seen: nextAvailable, size: size)
         }
@@ -202,6 +210,12 @@ public struct Virtqueue: Sendable {
         let usedEvent: UInt16 = (try? memory.load(at: GuestAddress(availableRing + 4 + 2 * UInt64(size)))) ?? 0
         // vring_need_event: the driver asked to be told once the used index passes used_event.
         return nextUsed &- usedEvent &- 1 < nextUsed &- old
+    }
+
+    /// True if the driver has made a buffer available that `pop` has not taken.
+    public func hasAvailable(_ memory: GuestMemory) -> Bool {
+        let availIndex: UInt16? = try? memory.loadAcquire(at: GuestAddress(availableRing + 2))
+        return availIndex.map { $0 != nextAvailable } ?? false
     }
 
     /// With EVENT_IDX: tells the driver to notify again once it makes `nextAvailable` available

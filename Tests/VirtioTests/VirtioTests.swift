@@ -13,16 +13,18 @@ struct TestDriver {
     let memory: GuestMemory
     let transport: MMIOTransport
     let line = Line()
+    let transportNotify: (@Sendable (Int) -> Void)?
     var size: UInt16 = 8
     var availIndex: UInt16 = 0
 
     init(device: any VirtioDevice = EntropyDevice(fill: { bytes in
         for i in bytes.indices { bytes[i] = UInt8(truncatingIfNeeded: i &* 7 &+ 1) }
         return true
-    })) throws {
+    }), notify: (@Sendable (Int) -> Void)? = nil) throws {
         memory = try GuestMemory(regions: [(0, 1 << 20)])
         let line = line
-        transport = MMIOTransport(device: device, memory: memory) { high in line.set(high) }
+        transportNotify = notify
+        transport = MMIOTransport(device: device, memory: memory, notify: notify) { line.raise() }
     }
 
     func reg(_ offset: Int) -> UInt32 { transport.read(offset: offset, size: 4) }
@@ -87,11 +89,11 @@ struct TestDriver {
     static let write: UInt16 = 2, next: UInt16 = 1, indirect: UInt16 = 4
 }
 
-/// The device's interrupt line as the transport drives it.
+/// The device's interrupt pin as the transport drives it: the edges it was given.
 final class Line: Sendable {
-    private let level = Mutex(false)
-    func set(_ high: Bool) { level.withLock { $0 = high } }
-    var high: Bool { level.withLock { $0 } }
+    private let count = Mutex(0)
+    func raise() { count.withLock { $0 += 1 } }
+    var edges: Int { count.withLock { $0 } }
 }
 
 /// One descriptor of a bad chain: index, address, length, flags, next.
@@ -163,10 +165,67 @@ struct MMIOTransportTests {
         #expect(try d.memory.read(at: GuestAddress(TestDriver.buffers), count: 3) == [1, 8, 15])
         #expect(try d.memory.read(at: GuestAddress(TestDriver.buffers + 0x100), count: 2) == [1, 8])
         #expect(d.reg(MMIOTransport.Register.interruptStatus) == 1)
-        #expect(d.line.high)
+        #expect(d.line.edges == 1)
         d.set(MMIOTransport.Register.interruptACK, 1)
         #expect(d.reg(MMIOTransport.Register.interruptStatus) == 0)
-        #expect(!d.line.high)
+        #expect(d.line.edges == 1)
+    }
+
+    /// With EVENT_IDX the driver notifies only when the device's avail_event says so (§2.7.10):
+    /// every emptied ring must ask for the next buffer, or the second request would never come.
+    @Test func eventIndexAsksForEveryNextNotification() throws {
+        var d = try TestDriver()
+        d.start(features: VirtioFeature.version1 | VirtioFeature.eventIndex)
+        let availEvent = GuestAddress(TestDriver.used + 4 + 8 * 8)
+        for round in 1...3 {
+            try d.descriptor(UInt16(round), address: TestDriver.buffers, length: 4, flags: TestDriver.write)
+            try d.offer(UInt16(round))
+            #expect(try d.usedIndex() == UInt16(round))
+            #expect(try d.memory.load(at: availEvent, as: UInt16.self) == UInt16(round), "avail_event after round \(round)")
+        }
+    }
+
+    /// With a worker, a notification is handed to it; the registers answer while it works.
+    @Test func notificationsGoToTheWorkerAndTheRegistersStayFree() throws {
+        let gate = Gate()
+        let notified = Mutex<[Int]>([])
+        var d = try TestDriver(device: SlowDevice(gate: gate), notify: { queue in notified.withLock { $0.append(queue) } })
+        d.start()
+        try d.descriptor(0, address: TestDriver.buffers, length: 4, flags: TestDriver.write)
+        try d.offer(0)
+        #expect(notified.withLock { $0 } == [0])
+        #expect(try d.usedIndex() == 0, "nothing served on the notifying thread")
+        let transport = d.transport
+        let worker = Thread { transport.process(queue: 0) }
+        gate.waitUntilEntered()
+        // The device is inside process(), blocked: register reads and writes still answer.
+        #expect(d.reg(MMIOTransport.Register.status) & MMIOTransport.Status.driverOK != 0)
+        d.set(MMIOTransport.Register.interruptACK, 0)
+        gate.open()
+        worker.join()
+        #expect(try d.usedIndex() == 1)
+        #expect(d.reg(MMIOTransport.Register.interruptStatus) == 1)
+    }
+
+    /// A reset waits for work in progress and drops what it would have reported.
+    @Test func aResetDuringWorkWaitsAndForgetsIt() throws {
+        let gate = Gate()
+        var d = try TestDriver(device: SlowDevice(gate: gate), notify: { _ in })
+        d.start()
+        try d.descriptor(0, address: TestDriver.buffers, length: 4, flags: TestDriver.write)
+        try d.offer(0)
+        let transport = d.transport
+        let worker = Thread { transport.process(queue: 0) }
+        gate.waitUntilEntered()
+        let resetter = Thread { transport.write(offset: MMIOTransport.Register.status, size: 4, value: 0) }
+        usleep(20_000)
+        #expect(!resetter.finished, "the reset waits for the device")
+        gate.open()
+        worker.join()
+        resetter.join()
+        #expect(d.reg(MMIOTransport.Register.status) == 0)
+        #expect(d.reg(MMIOTransport.Register.interruptStatus) == 0)
+        #expect(d.line.edges == 0)
     }
 
     @Test func indirectTables() throws {
@@ -262,6 +321,54 @@ struct MMIOTransportTests {
         #expect(try d.usedIndex() == 0)
         #expect(!d.needsReset)
     }
+}
+
+/// A device that blocks inside `process` until the test opens the gate.
+final class SlowDevice: VirtioDevice {
+    let gate: Gate
+    init(gate: Gate) { self.gate = gate }
+    var deviceID: UInt32 { 4 }
+    var deviceFeatures: UInt64 { 0 }
+    var queueMaxSizes: [UInt16] { [8] }
+    func readConfig(offset: Int, size: Int) -> UInt32 { 0 }
+    func activate(features: UInt64) {}
+    func reset() {}
+    func process(queue index: Int, _ queue: inout Virtqueue, memory: GuestMemory) throws(VirtqueueError) -> Bool {
+        gate.enterAndWait()
+        guard let chain = try queue.pop(from: memory) else { return false }
+        try queue.push(head: chain.head, written: 0, to: memory)
+        return true
+    }
+}
+
+final class Gate: Sendable {
+    private let state = Mutex((entered: false, open: false))
+    func enterAndWait() {
+        state.withLock { $0.entered = true }
+        while !state.withLock({ $0.open }) { usleep(1000) }
+    }
+    func waitUntilEntered() { while !state.withLock({ $0.entered }) { usleep(1000) } }
+    func open() { state.withLock { $0.open = true } }
+}
+
+/// A plain thread for the concurrency tests.
+final class Thread: Sendable {
+    final class Flag: Sendable { let value = Mutex(false) }
+    private let done = Flag()
+    private let handle: pthread_t
+    init(_ body: @escaping @Sendable () -> Void) {
+        final class Box: @unchecked Sendable { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
+        let done = done
+        let box = Unmanaged.passRetained(Box { body(); done.value.withLock { $0 = true } }).toOpaque()
+        var thread = pthread_t()
+        pthread_create(&thread, nil, { raw in
+            Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue().body()
+            return nil
+        }, box)
+        handle = thread
+    }
+    var finished: Bool { done.value.withLock { $0 } }
+    func join() { pthread_join(handle, nil) }
 }
 
 @Suite("split virtqueue")

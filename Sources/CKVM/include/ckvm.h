@@ -26,6 +26,11 @@ static const unsigned long CKVM_IRQ_LINE = KVM_IRQ_LINE;
 static const unsigned long CKVM_SET_BOOT_CPU_ID = KVM_SET_BOOT_CPU_ID;
 static const unsigned long CKVM_ENABLE_CAP = KVM_ENABLE_CAP;
 static const unsigned long CKVM_X86_SET_MSR_FILTER = KVM_X86_SET_MSR_FILTER;
+static const unsigned long CKVM_IOEVENTFD = KVM_IOEVENTFD;
+static const unsigned long CKVM_IRQFD = KVM_IRQFD;
+static const unsigned int CKVM_IOEVENTFD_FLAG_DATAMATCH = 1u << kvm_ioeventfd_flag_nr_datamatch;
+static const unsigned int CKVM_IOEVENTFD_FLAG_DEASSIGN = 1u << kvm_ioeventfd_flag_nr_deassign;
+static const unsigned int CKVM_IRQFD_FLAG_DEASSIGN = KVM_IRQFD_FLAG_DEASSIGN;
 // vCPU ioctls.
 static const unsigned long CKVM_RUN = KVM_RUN;
 static const unsigned long CKVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
@@ -57,6 +62,8 @@ static const int CKVM_CAP_IMMEDIATE_EXIT = KVM_CAP_IMMEDIATE_EXIT;
 static const int CKVM_CAP_X86_USER_SPACE_MSR = KVM_CAP_X86_USER_SPACE_MSR;
 static const int CKVM_CAP_XEN_HVM = KVM_CAP_XEN_HVM;
 static const int CKVM_CAP_SYNC_REGS = KVM_CAP_SYNC_REGS;
+static const int CKVM_CAP_IOEVENTFD = KVM_CAP_IOEVENTFD;
+static const int CKVM_CAP_IRQFD = KVM_CAP_IRQFD;
 
 static const uint32_t CKVM_PIT_SPEAKER_DUMMY = KVM_PIT_SPEAKER_DUMMY;
 static const uint32_t CKVM_MAX_CPUID_ENTRIES = 256;

@@ -23,13 +23,17 @@ static const int allowed[] = {
     SYS_getrandom, SYS_sysinfo, SYS_readlink, SYS_exit, SYS_exit_group, SYS_restart_syscall,
     SYS_rseq, SYS_set_robust_list,   // what glibc does as a thread that was created just before starts
     SYS_epoll_wait, SYS_epoll_pwait, SYS_epoll_ctl, SYS_timerfd_create, SYS_timerfd_settime,
+    // virtio workers: block I/O straight to and from guest memory, flush, discard and
+    // write-zeroes, frames to and from a TAP device, vsock's Unix sockets.
+    SYS_preadv, SYS_pwritev, SYS_pwrite64, SYS_readv, SYS_fdatasync, SYS_fallocate,
+    SYS_accept4, SYS_recvfrom, SYS_sendto, SYS_recvmsg, SYS_sendmsg, SYS_shutdown,
 };
 
-// What the API server needs on top: accepting and serving connections on the socket made before
-// the filter, and removing the socket at exit. Still no new sockets, connections out, processes
-// or threads.
+// What the API server needs on top: removing its socket at exit. (Accepting and serving its
+// connections uses the calls vsock's sockets need too, in the list above.) Still no new sockets,
+// connections out, processes or threads.
 static const int api_allowed[] = {
-    SYS_accept4, SYS_recvfrom, SYS_sendto, SYS_shutdown, SYS_unlink,
+    SYS_unlink,
 };
 
 int cswiftlet_seccomp_allowed_count(void) { return (int)(sizeof allowed / sizeof allowed[0]); }

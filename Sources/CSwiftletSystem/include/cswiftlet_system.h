@@ -45,4 +45,12 @@ int cswiftlet_signalfd_read(int fd);
 int cswiftlet_accept(int fd);
 /// fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length): 0, or -errno.
 int cswiftlet_punch_hole(int fd, long long offset, long long length);
+/// Attaches to TAP device `name` (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, non-blocking, no offloads)
+/// with a virtio-net header of `vnet_header_size` bytes on every frame: the fd, or -errno.
+int cswiftlet_tap_open(const char *name, int vnet_header_size);
+/// Sets IFF_UP on interface `name` in the calling thread's network namespace: 0, or -errno.
+int cswiftlet_link_up(const char *name);
+/// A raw packet socket (AF_PACKET, every protocol) bound to interface `name`: the host side of a
+/// TAP device, for tests. The fd, or -errno.
+int cswiftlet_packet_socket(const char *name);
 #endif

@@ -108,12 +108,7 @@ final class VirtioWorker: Sendable {
                 }
             } catch { throw Failure(description: "\(name): \(error)") }
         }
-        let loop = loop
-        // Weak: the device keeps the context, and the transport keeps the device.
-        transport.device.attach(DeviceContext(loop: loop, process: { [weak transport] queue in
-            guard let transport else { return }
-            if loop.inLoop { transport.process(queue: queue) } else { loop.execute { transport.process(queue: queue) } }
-        }))
+        transport.device.attach(DeviceContext(loop: loop, transport: transport))
     }
 
     func start() throws(NativeThread.SpawnError) {

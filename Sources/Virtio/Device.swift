@@ -3,13 +3,19 @@ import GuestMemory
 
 /// Where a device meets its host side: its worker's event loop (for the device's own descriptors:
 /// a TAP device, sockets, standard input) and a way to have the transport serve one of its
-/// queues there, when the device has something for the driver.
+/// queues there, when the device has something for the driver. `process` only queues the work
+/// on the loop (it may be called while a queue is being served).
 public struct DeviceContext: Sendable {
     public let loop: MainLoop
     public let process: @Sendable (Int) -> Void
-    public init(loop: MainLoop, process: @escaping @Sendable (Int) -> Void) {
+
+    public init(loop: MainLoop, transport: MMIOTransport) {
         self.loop = loop
-        self.process = process
+        // Weak: the device keeps the context, and the transport keeps the device.
+        process = { [weak transport] queue in
+            guard let transport else { return }
+            loop.execute { transport.process(queue: queue) }
+        }
     }
 }
 

@@ -52,8 +52,6 @@ public final class NetDevice: VirtioDevice {
         /// A frame read from the TAP that found no buffer yet.
         var pending: [UInt8]? = nil
         var context: DeviceContext?
-        /// Set when the transport lets the device serve the receive queue (see `tapReadable`).
-        var served = false
     }
 
     public let id: String
@@ -124,16 +122,16 @@ public final class NetDevice: VirtioDevice {
         context.loop.change(fd, to: on ? .readable : [])
     }
 
-    /// On the worker: frames wait. If the transport would not let the device serve its receive
-    /// queue (the driver asked for no reset yet, or needs one), stop watching until it does.
+    /// On the worker: frames wait. Watching stops until the receive queue has been served (the
+    /// pass turns it back on unless the driver has no buffers), so a transport that will not
+    /// serve it (no driver yet, or one that needs a reset) cannot make the worker spin.
     private func tapReadable(_ events: MainLoop.Events) {
-        guard let context = receive.withLock({ r -> DeviceContext? in r.served = false; return r.context }) else { return }
+        guard let context = receive.withLock({ r -> DeviceContext? in setWatching(&r, false); return r.context }) else { return }
         if !events.intersection([.error, .hangUp]).isEmpty {
             context.loop.unwatch(fd)   // the TAP device went away: nothing more will come
             return
         }
         context.process(Queue.receive)
-        receive.withLock { r in if !r.served { setWatching(&r, false) } }
     }
 
     public func process(queue index: Int, _ queue: inout Virtqueue, memory: GuestMemory) throws(VirtqueueError) -> Bool {
@@ -145,7 +143,7 @@ public final class NetDevice: VirtioDevice {
     private func receiveFrames(_ queue: inout Virtqueue, _ memory: GuestMemory) throws(VirtqueueError) -> Bool {
         var used = false
         var frames = 0
-        var r = receive.withLock { r -> Receive in r.served = true; return r }
+        var r = receive.withLock { $0 }
         defer {
             receive.withLock { stored in
                 stored.pending = r.pending

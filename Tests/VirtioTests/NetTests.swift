@@ -126,7 +126,7 @@ struct NetTests {
         let driver = try TestDriver(device: tap.device)
         let loop = try MainLoop()
         let transport = driver.transport
-        tap.device.attach(DeviceContext(loop: loop, process: { transport.process(queue: $0) }))
+        tap.device.attach(DeviceContext(loop: loop, transport: transport))
         let worker = Thread { loop.run() }
         let rx = TestRing(memory: driver.memory, base: 0x20000), tx = TestRing(memory: driver.memory, base: 0x21000)
         driver.negotiate(features: VirtioFeature.version1 | NetDevice.Feature.mac)

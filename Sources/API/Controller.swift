@@ -78,6 +78,9 @@ public final class VMController: Sendable {
         var metrics: MetricsBody?
         var drives: [DriveBody] = []
         var entropy: EntropyBody?
+        var networkInterfaces: [NetworkInterfaceBody] = []
+        var vsock: VsockBody?
+        var console: ConsoleBody?
         var vm: (any RunningVM)?
         /// Set once InstanceStart has been accepted, even before the VM is built.
         var started = false
@@ -134,7 +137,9 @@ public final class VMController: Sendable {
     public var fullConfig: VMConfigFile {
         state.withLock {
             VMConfigFile(bootSource: $0.bootSource, machineConfig: $0.machineConfig, logger: $0.logger, metrics: $0.metrics,
-                         drives: $0.drives.isEmpty ? nil : $0.drives, entropy: $0.entropy)
+                         drives: $0.drives.isEmpty ? nil : $0.drives, entropy: $0.entropy,
+                         networkInterfaces: $0.networkInterfaces.isEmpty ? nil : $0.networkInterfaces, vsock: $0.vsock,
+                         console: $0.console)
         }
     }
 
@@ -240,9 +245,7 @@ public final class VMController: Sendable {
             if body.is_root_device, let root = s.drives.first(where: { $0.is_root_device && $0.drive_id != body.drive_id }) {
                 throw APIError("A root block device already exists (\(root.drive_id)); a VM has one")
             }
-            guard s.drives.count < Layout.virtioIRQs.count || s.drives.contains(where: { $0.drive_id == body.drive_id }) else {
-                throw APIError("at most \(Layout.virtioIRQs.count) virtio devices fit")
-            }
+            if !s.drives.contains(where: { $0.drive_id == body.drive_id }) { try Self.roomForDevice(s) }
             if let index = s.drives.firstIndex(where: { $0.drive_id == body.drive_id }) { s.drives[index] = body } else { s.drives.append(body) }
         }
     }
@@ -250,7 +253,77 @@ public final class VMController: Sendable {
     public func putEntropy(_ body: EntropyBody) throws(APIError) {
         try state.withLock { s throws(APIError) in
             try preBoot(s, "entropy")
+            if s.entropy == nil { try Self.roomForDevice(s) }
             s.entropy = body
+        }
+    }
+
+    /// Adds or replaces a network interface (pre-boot), Firecracker's rules: the ids in the path
+    /// and body agree, a TAP device and a guest MAC belong to one interface only.
+    public func putNetworkInterface(_ body: NetworkInterfaceBody, pathID: String) throws(APIError) {
+        guard body.iface_id == pathID else { throw APIError("The id from the path does not match the id from the body!") }
+        try Self.checkID(body.iface_id)
+        guard !body.host_dev_name.isEmpty, body.host_dev_name.utf8.count < 16 else {
+            throw APIError("`host_dev_name` \"\(body.host_dev_name)\": a TAP device's name has 1 to 15 bytes")
+        }
+        if let mac = body.guest_mac {
+            guard let bytes = VirtioDeviceSpec.parseMAC(mac) else {
+                throw APIError("`guest_mac` \"\(mac)\": not a MAC address; write six hex bytes like 06:00:ac:10:00:02")
+            }
+            guard bytes[0] & 1 == 0 else { throw APIError("`guest_mac` \(mac): a multicast address; a NIC's has bit 0 of its first byte clear") }
+        }
+        try state.withLock { s throws(APIError) in
+            try preBoot(s, "network-interfaces")
+            let others = s.networkInterfaces.filter { $0.iface_id != body.iface_id }
+            if others.contains(where: { $0.host_dev_name == body.host_dev_name }) {
+                throw APIError("The host device name \(body.host_dev_name) is already in use by another interface")
+            }
+            if let mac = body.guest_mac, others.contains(where: { $0.guest_mac.flatMap(VirtioDeviceSpec.parseMAC) == VirtioDeviceSpec.parseMAC(mac) }) {
+                throw APIError("The MAC address \(mac) is already in use by another interface")
+            }
+            if let index = s.networkInterfaces.firstIndex(where: { $0.iface_id == body.iface_id }) {
+                s.networkInterfaces[index] = body
+            } else {
+                try Self.roomForDevice(s)
+                s.networkInterfaces.append(body)
+            }
+        }
+    }
+
+    /// Sets the vsock device (pre-boot; a second PUT replaces the first).
+    public func putVsock(_ body: VsockBody) throws(APIError) {
+        guard body.guest_cid >= 3, body.guest_cid < Int(UInt32.max) else {
+            throw APIError("`guest_cid` \(body.guest_cid): CIDs 0 to 2 are reserved; use 3 or more (below 2^32 - 1)")
+        }
+        guard !body.uds_path.isEmpty else { throw APIError("`uds_path` is empty") }
+        try state.withLock { s throws(APIError) in
+            try preBoot(s, "vsock")
+            if s.vsock == nil { try Self.roomForDevice(s) }
+            s.vsock = body
+        }
+    }
+
+    /// Chooses the guest's console (Swiftlet's extension, pre-boot).
+    public func putConsole(_ body: ConsoleBody) throws(APIError) {
+        guard body.kind == "serial" || body.kind == "virtio" else {
+            throw APIError("`kind` \"\(body.kind)\": use \"serial\" (the 16550, ttyS0) or \"virtio\" (hvc0)")
+        }
+        try state.withLock { s throws(APIError) in
+            try preBoot(s, "console")
+            if body.kind == "virtio" && s.console?.kind != "virtio" { try Self.roomForDevice(s) }
+            s.console = body
+        }
+    }
+
+    /// The virtio devices the configuration asks for so far.
+    static func virtioCount(_ s: State) -> Int {
+        s.drives.count + s.networkInterfaces.count + (s.vsock == nil ? 0 : 1) + (s.entropy == nil ? 0 : 1)
+            + (s.console?.kind == "virtio" ? 1 : 0)
+    }
+
+    static func roomForDevice(_ s: State) throws(APIError) {
+        guard virtioCount(s) < Layout.virtioIRQs.count else {
+            throw APIError("at most \(Layout.virtioIRQs.count) virtio devices fit (drives, network interfaces, vsock, entropy and a virtio console together)")
         }
     }
 
@@ -283,6 +356,9 @@ public final class VMController: Sendable {
         if let boot = file.bootSource { try putBootSource(boot) }
         for drive in file.drives ?? [] { try putDrive(drive, pathID: drive.drive_id) }
         if let entropy = file.entropy { try putEntropy(entropy) }
+        for interface in file.networkInterfaces ?? [] { try putNetworkInterface(interface, pathID: interface.iface_id) }
+        if let vsock = file.vsock { try putVsock(vsock) }
+        if let console = file.console { try putConsole(console) }
     }
 
     /// Takes a VM built and about to be run elsewhere (`swiftlet run --api-sock`): the API then
@@ -317,7 +393,10 @@ public final class VMController: Sendable {
             let drives = s.drives.filter(\.is_root_device) + s.drives.filter { !$0.is_root_device }
             let specs: [VirtioDeviceSpec] = drives.map {
                 .block(path: $0.path_on_host, readOnly: $0.is_read_only ?? false, id: $0.drive_id, root: $0.is_root_device)
-            } + (s.entropy != nil ? [.entropy] : [])
+            } + s.networkInterfaces.map {
+                .net(tap: $0.host_dev_name, mac: $0.guest_mac.flatMap(VirtioDeviceSpec.parseMAC), id: $0.iface_id)
+            } + (s.vsock.map { [.vsock(cid: UInt64($0.guest_cid), udsPath: $0.uds_path)] } ?? [])
+              + (s.entropy != nil ? [.entropy] : []) + (s.console?.kind == "virtio" ? [.console] : [])
             return (s.machineConfig, boot, specs)
         }
         let vm: any RunningVM
@@ -340,6 +419,12 @@ public final class VMController: Sendable {
         }
     }
 
+    /// Firecracker's default boot arguments, with hvc0 for the console when it is the virtio one.
+    var defaultBootArgs: String {
+        let virtio = state.withLock { $0.console?.kind == "virtio" }
+        return virtio ? "console=hvc0" + Self.defaultBootArgs.dropFirst("console=ttyS0".count) : Self.defaultBootArgs
+    }
+
     /// The machine configuration the builder gets: files read, defaults filled.
     func machineConfiguration(_ config: MachineConfigBody, _ boot: BootSourceBody) throws(APIError) -> MachineConfiguration {
         let kernel: KernelFile
@@ -353,7 +438,7 @@ public final class VMController: Sendable {
             }
         }
         var machine = MachineConfiguration(kernel: kernel, initrd: initrd,
-                                           commandLine: Array((boot.boot_args ?? Self.defaultBootArgs).utf8),
+                                           commandLine: Array((boot.boot_args ?? defaultBootArgs).utf8),
                                            memorySize: UInt64(config.mem_size_mib ?? 128) << 20, cpus: config.vcpu_count ?? 1,
                                            forwardInput: forwardInput, serialOutput: serialOutput)
         machine.commandLineIsDefault = boot.boot_args == nil

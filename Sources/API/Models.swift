@@ -138,6 +138,40 @@ public struct EntropyBody: Codable, Equatable, Sendable, StrictBody {
     static let fields: [String: FieldShape] = [:]
 }
 
+/// `PUT /network-interfaces/{iface_id}` and the config file's `network-interfaces` (Firecracker's
+/// `NetworkInterface`, without rate limiters).
+public struct NetworkInterfaceBody: Codable, Equatable, Sendable, StrictBody {
+    public var iface_id: String
+    public var host_dev_name: String
+    public var guest_mac: String?
+
+    public init(iface_id: String, host_dev_name: String, guest_mac: String? = nil) {
+        self.iface_id = iface_id; self.host_dev_name = host_dev_name; self.guest_mac = guest_mac
+    }
+
+    static let fields: [String: FieldShape] = ["iface_id": .string, "host_dev_name": .string, "guest_mac": .string]
+}
+
+/// `PUT /vsock` and the config file's `vsock` (Firecracker's `Vsock`; `vsock_id` is accepted and
+/// ignored, as Firecracker has deprecated it).
+public struct VsockBody: Codable, Equatable, Sendable, StrictBody {
+    public var guest_cid: Int
+    public var uds_path: String
+    public var vsock_id: String?
+
+    public init(guest_cid: Int, uds_path: String) { self.guest_cid = guest_cid; self.uds_path = uds_path }
+
+    static let fields: [String: FieldShape] = ["guest_cid": .integer, "uds_path": .string, "vsock_id": .string]
+}
+
+/// `PUT /console` and the config file's `console` (Swiftlet's extension): `kind` "serial" (the
+/// 16550, the default) or "virtio" (a virtio console, hvc0, gets standard input).
+public struct ConsoleBody: Codable, Equatable, Sendable, StrictBody {
+    public var kind: String
+    public init(kind: String) { self.kind = kind }
+    static let fields: [String: FieldShape] = ["kind": .string]
+}
+
 /// The config file (`--config-file`) and `GET /vm/config`: Firecracker's full VM configuration,
 /// with the sections Swiftlet has.
 public struct VMConfigFile: Codable, Equatable, Sendable, StrictBody {
@@ -147,9 +181,21 @@ public struct VMConfigFile: Codable, Equatable, Sendable, StrictBody {
     public var metrics: MetricsBody?
     public var drives: [DriveBody]?
     public var entropy: EntropyBody?
+    public var networkInterfaces: [NetworkInterfaceBody]?
+    public var vsock: VsockBody?
+    public var console: ConsoleBody?
+
+    public init(bootSource: BootSourceBody? = nil, machineConfig: MachineConfigBody? = nil, logger: LoggerBody? = nil,
+                metrics: MetricsBody? = nil, drives: [DriveBody]? = nil, entropy: EntropyBody? = nil,
+                networkInterfaces: [NetworkInterfaceBody]? = nil, vsock: VsockBody? = nil, console: ConsoleBody? = nil) {
+        self.bootSource = bootSource; self.machineConfig = machineConfig; self.logger = logger; self.metrics = metrics
+        self.drives = drives; self.entropy = entropy; self.networkInterfaces = networkInterfaces; self.vsock = vsock
+        self.console = console
+    }
 
     enum CodingKeys: String, CodingKey {
         case bootSource = "boot-source", machineConfig = "machine-config", logger, metrics, drives, entropy
+        case networkInterfaces = "network-interfaces", vsock, console
     }
 
     /// Decodes a config file's bytes with the API's rules (unknown fields refused).
@@ -161,6 +207,8 @@ public struct VMConfigFile: Codable, Equatable, Sendable, StrictBody {
         "boot-source": .object(BootSourceBody.self), "machine-config": .object(MachineConfigBody.self),
         "logger": .object(LoggerBody.self), "metrics": .object(MetricsBody.self),
         "drives": .arrayOf(DriveBody.self), "entropy": .object(EntropyBody.self),
+        "network-interfaces": .arrayOf(NetworkInterfaceBody.self), "vsock": .object(VsockBody.self),
+        "console": .object(ConsoleBody.self),
     ]
 }
 

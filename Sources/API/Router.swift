@@ -37,7 +37,7 @@ public struct APIRouter: Sendable {
     public static let firecrackerAPIVersion = "1.10.0"
     /// Firecracker's resources Swiftlet does not have yet, and what to say about them.
     static let absent: [String: String] = [
-        "network-interfaces": "network interfaces", "vsock": "a vsock device", "balloon": "a balloon device", "mmds": "a metadata service (MMDS)",
+        "balloon": "a balloon device", "mmds": "a metadata service (MMDS)",
         "snapshot": "snapshots", "cpu-config": "custom CPU templates over the API (use --cpu-template FILE)",
         "serial": "serial output redirection", "hotplug": "memory hot-plug", "pmem": "pmem devices",
     ]
@@ -120,6 +120,16 @@ public struct APIRouter: Sendable {
             try controller.patchDrive(try decode(PartialDriveBody.self, body), pathID: tokens[1])
         case ("PUT", "entropy", 1):
             try controller.putEntropy(try decode(EntropyBody.self, body))
+        case ("PUT", "network-interfaces", 2):
+            try controller.putNetworkInterface(try decode(NetworkInterfaceBody.self, body), pathID: tokens[1])
+        case ("PUT", "network-interfaces", 1):
+            throw APIError("The ID cannot be empty.")
+        case ("PATCH", "network-interfaces", 2):
+            throw APIError("PATCH /network-interfaces changes rate limiters, and Swiftlet has none; the interface is unchanged")
+        case ("PUT", "vsock", 1):
+            try controller.putVsock(try decode(VsockBody.self, body))
+        case ("PUT", "console", 1):
+            try controller.putConsole(try decode(ConsoleBody.self, body))
         case ("PUT", "vcpus", 3) where tokens[2] == "mp-state":
             let id = try vcpuID(tokens[1])
             try controller.setMPState(try decode(MPStateBody.self, body).mp_state, vcpu: id)

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 
 // What the run loop, device emulation, the main loop (epoll: the console, signals through a
@@ -80,7 +81,7 @@ int cswiftlet_sanitized_build(void) {
 #endif
 }
 
-int cswiftlet_seccomp_install(int serve_api) {
+int cswiftlet_seccomp_install(int serve_api, int unix_connect) {
     struct sigaction action;
     memset(&action, 0, sizeof action);
     action.sa_sigaction = on_sigsys;
@@ -89,24 +90,33 @@ int cswiftlet_seccomp_install(int serve_api) {
     cswiftlet_unblock_sigsys();
 
     enum { base_count = sizeof allowed / sizeof allowed[0], api_count = sizeof api_allowed / sizeof api_allowed[0] };
-    const int count = base_count + (serve_api ? api_count : 0);
-    int calls[base_count + api_count];
-    for (int k = 0; k < base_count; k++) calls[k] = allowed[k];
-    for (int k = 0; serve_api && k < api_count; k++) calls[base_count + k] = api_allowed[k];
+    int count = 0;
+    int calls[base_count + api_count + 2];
+    for (int k = 0; k < base_count; k++) calls[count++] = allowed[k];
+    for (int k = 0; serve_api && k < api_count; k++) calls[count++] = api_allowed[k];
+    if (unix_connect) { calls[count++] = SYS_connect; calls[count++] = SYS_unlink; }   // and vsock's socket file at exit
+    // vsock connects to the host's Unix sockets as the guest asks: socket(AF_UNIX, ...) only.
+    const int extra = unix_connect ? 3 : 0;
     // Layout: [0-4] architecture and x32 checks, [5-7] prctl(PR_SET_NAME) only (threads name
-    // themselves as they start), [8, 8 + count) one test per allowed call, then TRAP (everything
-    // else) and ALLOW (where every match jumps). A jump's offset counts from the next instruction.
-    struct sock_filter program[base_count + api_count + 10];
+    // themselves as they start), [8, 8 + extra) socket(AF_UNIX) only, [8 + extra, + count) one
+    // test per allowed call, then TRAP (everything else) and ALLOW (where every match jumps). A
+    // jump's offset counts from the next instruction.
+    struct sock_filter program[base_count + api_count + 2 + 13];
     int i = 0;
     // Anything but x86-64 (the i386 entry point included) is killed outright.
     program[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
     program[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0);
     program[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
     program[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
-    program[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u, count + 3, 0);   // x32: TRAP
+    program[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u, count + extra + 3, 0);   // x32: TRAP
     program[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_prctl, 0, 2);
     program[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0]));
-    program[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, PR_SET_NAME, count + 1, count);
+    program[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, PR_SET_NAME, count + extra + 1, count + extra);
+    if (unix_connect) {
+        program[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_socket, 0, 2);
+        program[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0]));
+        program[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_UNIX, count + 1, count);
+    }
     for (int k = 0; k < count; k++) {
         program[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)calls[k], (unsigned char)(count - k), 0);
     }

@@ -18,7 +18,8 @@ public func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
     }
 }
 
-/// Forwards standard input to the serial port from the main loop. When stdin is a terminal it
+/// Forwards standard input to the guest's console (the serial port, or the virtio console) from
+/// the main loop. When stdin is a terminal it
 /// is put in non-canonical, no-echo mode (signals still work) and restored by `stop`.
 ///
 /// A pipe or terminal is watched with epoll. While the guest has not drained the receive FIFO,
@@ -28,7 +29,8 @@ final class ConsoleInput: @unchecked Sendable {   // every var is touched on the
     static let retryNanoseconds: UInt64 = 5_000_000
 
     private let source: Int32
-    private let serial: Serial16550
+    /// Hands bytes to the console device; returns how many it took.
+    private let receive: @Sendable ([UInt8]) -> Int
     private let loop: MainLoop
     private var savedTerminal: termios?
     private var pending: [UInt8] = []
@@ -36,9 +38,9 @@ final class ConsoleInput: @unchecked Sendable {   // every var is touched on the
     private var retry: MainLoop.Timer?
     private var ended = false
 
-    init(source: Int32 = STDIN_FILENO, into serial: Serial16550, on loop: MainLoop) throws(MainLoop.Failure) {
+    init(source: Int32 = STDIN_FILENO, into receive: @escaping @Sendable ([UInt8]) -> Int, on loop: MainLoop) throws(MainLoop.Failure) {
         self.source = source
-        self.serial = serial
+        self.receive = receive
         self.loop = loop
         if isatty(source) == 1 {
             var mode = termios()
@@ -70,7 +72,7 @@ final class ConsoleInput: @unchecked Sendable {   // every var is touched on the
 
     /// Hands pending bytes to the guest; if its FIFO is full, stops reading and retries later.
     private func push() {
-        let taken = serial.receive(pending)
+        let taken = receive(pending)
         pending.removeFirst(taken)
         if pending.isEmpty {
             if !watching && retry == nil { try? scheduleRetry() }   // a file: keep reading on the timer

@@ -69,6 +69,15 @@ public enum VirtioDeviceSpec: Sendable, Equatable {
     case block(path: String, readOnly: Bool, id: String, root: Bool)
     /// The entropy device, filled from getrandom.
     case entropy
+    /// A network device on TAP device `tap`; `mac` nil lets the guest's driver pick one.
+    case net(tap: String, mac: [UInt8]?, id: String)
+    /// The socket device: guest CID, and the host's Unix socket (Firecracker's model).
+    case vsock(cid: UInt64, udsPath: String)
+    /// The virtio console (hvc0); standard input then goes to it instead of the 16550.
+    case console
+
+    /// A MAC address written `aa:bb:cc:dd:ee:ff`: six bytes, or nil.
+    public static func parseMAC(_ text: String) -> [UInt8]? { NetDevice.parseMAC(text) }
 
     /// Linux's name for the n-th virtio disk: vda, vdb, ..., vdz, vdaa, ...
     public static func diskName(_ index: Int) -> String {
@@ -190,6 +199,8 @@ public final class Machine: Sendable {
     let keyboard: I8042
     /// The virtio block devices by drive id.
     let drives: [String: (device: BlockDevice, transport: MMIOTransport)]
+    /// The virtio console, if there is one: standard input goes to it.
+    let virtioConsole: ConsoleDevice?
     /// Each virtio device's worker thread and eventfds.
     let virtioWorkers: [VirtioWorker]
     let logger: Logger
@@ -243,6 +254,7 @@ public final class Machine: Sendable {
         serial = devices.serial
         keyboard = devices.keyboard
         drives = devices.drives
+        virtioConsole = devices.console
         virtioWorkers = devices.workers
 
         vcpus = try MachineBuilder.vcpus(configuration, vm: vm, cpuid: cpuid, boot: bootState)
@@ -352,7 +364,10 @@ public final class Machine: Sendable {
             }
         }
         if configuration.forwardInput {
-            do { run.input = try ConsoleInput(into: serial, on: loop) } catch {
+            let serial = serial
+            let receive: @Sendable ([UInt8]) -> Int
+            if let console = virtioConsole { receive = { console.receive($0) } } else { receive = { serial.receive($0) } }
+            do { run.input = try ConsoleInput(into: receive, on: loop) } catch {
                 stop(.vmmError(vcpu: nil, message: error.description))
             }
         }
@@ -367,7 +382,8 @@ public final class Machine: Sendable {
             logger.notice("seccomp filter not installed: this is a sanitizer build")
         } else if configuration.seccomp {
             do {
-                try SyscallFilter.install(serveAPI: configuration.serveAPI)
+                let vsock = configuration.virtio.contains { if case .vsock = $0 { true } else { false } }
+                try SyscallFilter.install(serveAPI: configuration.serveAPI, unixConnect: vsock)
                 logger.debug("seccomp filter installed", metadata: ["allowed": "\(SyscallFilter.allowed.count) calls"])
             } catch {
                 stop(.vmmError(vcpu: nil, message: error.description))

@@ -62,6 +62,7 @@ enum MachineBuilder {
         let drives: [String: (device: BlockDevice, transport: MMIOTransport)]
         /// One per virtio device, in window order.
         let workers: [VirtioWorker]
+        let console: ConsoleDevice?
     }
 
     /// A device type's name in thread names and logs.
@@ -111,6 +112,16 @@ enum MachineBuilder {
                 }
             case .entropy:
                 devices.append(EntropyDevice())
+            case let .net(tap, mac, id):
+                do { devices.append(try NetDevice(tap: tap, mac: mac, id: id)) } catch {
+                    throw .configuration("--net \(id): \(error.description)")
+                }
+            case let .vsock(cid, path):
+                do { devices.append(try VsockDevice(guestCID: cid, udsPath: path)) } catch {
+                    throw .configuration("--vsock: \(error.description)")
+                }
+            case .console:
+                devices.append(ConsoleDevice(output: configuration.serialOutput))
             }
         }
         return VirtioSet(devices: devices, windows: VirtioWindow.allocate(devices.count))
@@ -267,7 +278,7 @@ enum MachineBuilder {
         do {
             return DeviceSet(ports: try Bus(.port, devices: portDevices, logger: logger),
                              mmio: try Bus(.mmio, devices: mmioDevices, logger: logger), serial: serial, keyboard: keyboard,
-                             drives: drives, workers: workers)
+                             drives: drives, workers: workers, console: virtio.devices.lazy.compactMap { $0 as? ConsoleDevice }.first)
         } catch { throw .configuration(error.description) }
     }
 

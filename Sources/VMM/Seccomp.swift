@@ -19,9 +19,10 @@ public enum SyscallFilter {
     public static var sanitizedBuild: Bool { cswiftlet_sanitized_build() != 0 }
 
     /// Installs the filter on every thread of this process; `serveAPI` adds what the API
-    /// server's connections need (`apiAllowed`). Irreversible.
-    public static func install(serveAPI: Bool = false) throws(InstallError) {
-        let result = cswiftlet_seccomp_install(serveAPI ? 1 : 0)
+    /// server's connections need (`apiAllowed`); `unixConnect`, connecting to Unix sockets
+    /// (vsock: `socket(AF_UNIX, ...)` and `connect`; other families stay forbidden). Irreversible.
+    public static func install(serveAPI: Bool = false, unixConnect: Bool = false) throws(InstallError) {
+        let result = cswiftlet_seccomp_install(serveAPI ? 1 : 0, unixConnect ? 1 : 0)
         if result != 0 { throw InstallError(errno: -result) }
     }
 

@@ -144,6 +144,7 @@ public final class VsockDevice: VirtioDevice {
 
     deinit {
         close(listener)
+        unlink(udsPath)   // the socket file this device made
         state.withLock { s in
             for connection in s.connections.values { close(connection.fd) }
             for fd in s.greeting.keys { close(fd) }

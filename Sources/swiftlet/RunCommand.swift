@@ -80,6 +80,15 @@ struct Run: ParsableCommand {
     @Flag(help: "A virtio entropy device (filled from getrandom).")
     var entropy = false
 
+    @Option(help: ArgumentHelp("A virtio network device on an existing TAP device: tap=NAME, and optionally mac=MAC (the guest's address, aa:bb:cc:dd:ee:ff; default: the guest driver picks one), id=ID (default ethN). Repeat for more.", valueName: "tap=NAME[,mac=MAC][,id=ID]"))
+    var net: [String] = []
+
+    @Option(help: ArgumentHelp("A virtio socket device, Firecracker's way: the guest's CID (3 or more) and a Unix socket the host connects to (write CONNECT <port>\\n); guest connections to host port P go to the socket PATH_P.", valueName: "cid=CID,uds=PATH"))
+    var vsock: String?
+
+    @Option(help: ArgumentHelp("The guest's console: serial (the 16550, ttyS0) or virtio (a virtio console, hvc0; standard input goes to it and the default command line says console=hvc0). The 16550 stays either way.", valueName: "serial|virtio"))
+    var console: ConsoleChoice = .serial
+
     @Option(name: .customLong("api-sock"), help: ArgumentHelp("Also serve Firecracker's API on this Unix socket while the VM runs: GET /, /vcpus, PATCH /vm to pause and resume, PUT /vcpus/N/mp-state (see the README's API section).", valueName: "path"))
     var apiSock: String?
 
@@ -115,6 +124,8 @@ struct Run: ParsableCommand {
             throw ValidationError(error.commandLineMessage(value: value))
         }
         for spec in drive { _ = try DriveOption.parse(spec, index: 0) }
+        for spec in net { _ = try NetOption.parse(spec, index: 0) }
+        if let vsock { _ = try VsockOption.parse(vsock) }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level \(logLevel): use trace, debug, info, notice, warning, error or critical")
         }
@@ -159,7 +170,7 @@ struct Run: ParsableCommand {
         }
 
         var config = MachineConfiguration(
-            kernel: kernelFile, initrd: initrdFile, commandLine: Array((cmdline ?? "console=ttyS0").utf8), memorySize: memoryBytes,
+            kernel: kernelFile, initrd: initrdFile, commandLine: Array((cmdline ?? (console == .virtio ? "console=hvc0" : "console=ttyS0")).utf8), memorySize: memoryBytes,
             cpus: cpus, bootCPU: bootCPU, bootProtocol: boot.requested, forwardInput: !noStdin)
         config.commandLineIsDefault = cmdline == nil
         config.seccomp = !noSeccomp
@@ -169,7 +180,10 @@ struct Run: ParsableCommand {
         config.mpTable = mptable.isOn
         config.xen = xen
         config.cpuTemplate = template
-        config.virtio = try drive.enumerated().map { try DriveOption.parse($1, index: $0) } + (entropy ? [.entropy] : [])
+        config.virtio = try drive.enumerated().map { try DriveOption.parse($1, index: $0) }
+            + net.enumerated().map { try NetOption.parse($1, index: $0) }
+            + (try vsock.map { [try VsockOption.parse($0)] } ?? [])
+            + (entropy ? [.entropy] : []) + (console == .virtio ? [.console] : [])
         config.serveAPI = apiSock != nil
         // Before any thread exists: the signals go to the main loop's signalfd only.
         MainLoop.blockSignals(LaunchOptions.signals)
@@ -319,6 +333,65 @@ struct RunReport: Encodable {
         guard fd >= 0 else { throw RuntimeFailure(String(cString: strerror(errno))) }
         defer { close(fd) }
         writeAll(fd, Array(data) + [UInt8(ascii: "\n")])
+    }
+}
+
+/// `--console serial|virtio`.
+enum ConsoleChoice: String, ExpressibleByArgument, CaseIterable {
+    case serial, virtio
+}
+
+/// `--net tap=NAME[,mac=MAC][,id=ID]`.
+enum NetOption {
+    static func parse(_ spec: String, index: Int) throws -> VirtioDeviceSpec {
+        var tap: String?, mac: [UInt8]?, id = "eth\(index)"
+        for item in spec.split(separator: ",", omittingEmptySubsequences: false) {
+            let pair = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard pair.count == 2 else {
+                throw ValidationError("--net \(spec): \"\(item)\" is not key=value; write tap=NAME[,mac=MAC][,id=ID]")
+            }
+            switch pair[0] {
+            case "tap":
+                guard !pair[1].isEmpty, pair[1].utf8.count < 16 else { throw ValidationError("--net \(spec): a TAP device's name has 1 to 15 bytes") }
+                tap = pair[1]
+            case "mac":
+                guard let bytes = VirtioDeviceSpec.parseMAC(pair[1]) else { throw ValidationError("--net \(spec): mac \"\(pair[1])\" is not six hex bytes like 06:00:ac:10:00:02") }
+                guard bytes[0] & 1 == 0 else { throw ValidationError("--net \(spec): mac \(pair[1]) is a multicast address; a NIC's must have bit 0 of its first byte clear") }
+                mac = bytes
+            case "id":
+                guard !pair[1].isEmpty else { throw ValidationError("--net \(spec): id is empty") }
+                id = pair[1]
+            default:
+                throw ValidationError("--net \(spec): unknown key \"\(pair[0])\"; the keys are tap, mac and id")
+            }
+        }
+        guard let tap else { throw ValidationError("--net \(spec): tap=NAME is required") }
+        return .net(tap: tap, mac: mac, id: id)
+    }
+}
+
+/// `--vsock cid=CID,uds=PATH`.
+enum VsockOption {
+    static func parse(_ spec: String) throws -> VirtioDeviceSpec {
+        var cid: UInt64?, path: String?
+        for item in spec.split(separator: ",", omittingEmptySubsequences: false) {
+            let pair = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard pair.count == 2 else { throw ValidationError("--vsock \(spec): \"\(item)\" is not key=value; write cid=CID,uds=PATH") }
+            switch pair[0] {
+            case "cid":
+                guard let value = UInt64(pair[1]), value >= 3, value < UInt64(UInt32.max) else {
+                    throw ValidationError("--vsock \(spec): cid must be a number from 3 to 4294967294 (0-2 are reserved)")
+                }
+                cid = value
+            case "uds", "path":
+                guard !pair[1].isEmpty else { throw ValidationError("--vsock \(spec): uds is empty") }
+                path = pair[1]
+            default:
+                throw ValidationError("--vsock \(spec): unknown key \"\(pair[0])\"; the keys are cid and uds")
+            }
+        }
+        guard let cid, let path else { throw ValidationError("--vsock \(spec): both cid=CID and uds=PATH are required") }
+        return .vsock(cid: cid, udsPath: path)
     }
 }
 

@@ -7,6 +7,8 @@ final class FakeHost: Sendable {
     let built = Mutex<SimulatedVM?>(nil)
     let exits = Mutex<[VMOutcome]>([])
     let serial = Mutex<[UInt8]>([])
+    /// The virtio devices and command line of the last VM built.
+    let builtDevices = Mutex<([VirtioDeviceSpec], String)>(([], ""))
     /// The simulated VM needs no running loop; the socket tests run this one on a thread.
     let loop: MainLoop
 
@@ -15,6 +17,7 @@ final class FakeHost: Sendable {
     func controller(id: String = "test-vm") -> VMController {
         VMController(id: id, vmmVersion: "9.9.9", loop: loop, build: { [self] configuration throws(MachineError) in
             let vm = SimulatedVM(cpus: configuration.cpus)
+            builtDevices.withLock { $0 = (configuration.virtio, String(decoding: configuration.commandLine, as: UTF8.self)) }
             built.withLock { $0 = vm }
             return vm
         }, serialOutput: { [self] bytes in serial.withLock { $0 += bytes } }, onExit: { [self] outcome in

@@ -120,7 +120,7 @@ import Glibc
             #expect(response.faultMessage?.hasPrefix("Invalid request method and/or path: \(method)") == true,
                     "\(method) \(uri): \(response.faultMessage ?? "")")
         }
-        #expect(call("PUT", "/network-interfaces/eth0", "{}").faultMessage?.contains("no network interfaces yet") == true)
+        #expect(call("PUT", "/balloon", "{}").faultMessage?.contains("no a balloon device yet") == true)
     }
 
     // MARK: Boot source, start, pre-boot-only resources
@@ -310,6 +310,44 @@ import Glibc
         #expect(call("PATCH", "/drives/rootfs", #"{"drive_id": "data", "path_on_host": "/y.img"}"#).faultMessage == "The id from the path does not match the id from the body!")
         #expect(call("PATCH", "/drives/rootfs", #"{"drive_id": "rootfs", "path_on_host": ""}"#).status == 400)
         #expect(call("PUT", "/entropy", "{}").faultMessage?.contains("not supported after starting") == true)
+    }
+
+    // MARK: Network interfaces, vsock, console
+
+    @Test func networkVsockAndConsole() throws {
+        #expect(call("PUT", "/network-interfaces/eth0", #"{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "06:00:ac:10:00:02"}"#).status == 204)
+        #expect(call("PUT", "/network-interfaces/eth1", #"{"iface_id": "eth1", "host_dev_name": "tap1"}"#).status == 204)
+        #expect(call("PUT", "/network-interfaces/eth2", #"{"iface_id": "eth2", "host_dev_name": "tap0"}"#).faultMessage?.contains("already in use") == true)
+        #expect(call("PUT", "/network-interfaces/eth2", #"{"iface_id": "eth2", "host_dev_name": "tap2", "guest_mac": "06:00:AC:10:00:02"}"#).faultMessage?.contains("already in use") == true)
+        #expect(call("PUT", "/network-interfaces/eth2", #"{"iface_id": "eth3", "host_dev_name": "tap2"}"#).faultMessage == "The id from the path does not match the id from the body!")
+        #expect(call("PUT", "/network-interfaces/eth2", #"{"iface_id": "eth2", "host_dev_name": "tap2", "guest_mac": "06:00:ac:10:00"}"#).faultMessage?.contains("not a MAC address") == true)
+        #expect(call("PUT", "/network-interfaces/eth2", #"{"iface_id": "eth2", "host_dev_name": "tap2", "guest_mac": "07:00:ac:10:00:02"}"#).faultMessage?.contains("multicast") == true)
+        #expect(call("PUT", "/network-interfaces/eth2", #"{"iface_id": "eth2", "host_dev_name": "tap2", "rx_rate_limiter": {}}"#).faultMessage?.contains("unknown field `rx_rate_limiter`") == true)
+        #expect(call("PUT", "/network-interfaces/eth2", #"{"iface_id": "eth2"}"#).faultMessage?.contains("missing field `host_dev_name`") == true)
+        #expect(call("PUT", "/vsock", #"{"guest_cid": 2, "uds_path": "/tmp/v.sock"}"#).faultMessage?.contains("reserved") == true)
+        #expect(call("PUT", "/vsock", #"{"guest_cid": 3, "uds_path": "/tmp/v.sock"}"#).status == 204)
+        #expect(call("PUT", "/vsock", #"{"vsock_id": "vsock0", "guest_cid": 3, "uds_path": "/tmp/v.sock"}"#).status == 204)
+        #expect(call("PUT", "/console", #"{"kind": "hvc"}"#).faultMessage?.contains("\"serial\"") == true)
+        #expect(call("PUT", "/console", #"{"kind": "virtio"}"#).status == 204)
+        let config = try VMConfigFile.decode(call("GET", "/vm/config").body)
+        #expect(config.networkInterfaces?.map(\.iface_id) == ["eth0", "eth1"])
+        #expect(config.vsock?.guest_cid == 3 && config.console?.kind == "virtio")
+        #expect(call("PUT", "/boot-source", #"{"kernel_image_path": "\#(kernel)"}"#).status == 204)
+        #expect(call("PUT", "/actions", #"{"action_type": "InstanceStart"}"#).status == 204)
+        let (devices, commandLine) = host.builtDevices.withLock { $0 }
+        #expect(devices == [.net(tap: "tap0", mac: [6, 0, 0xAC, 0x10, 0, 2], id: "eth0"), .net(tap: "tap1", mac: nil, id: "eth1"),
+                            .vsock(cid: 3, udsPath: "/tmp/v.sock"), .console])
+        #expect(commandLine.hasPrefix("console=hvc0 "), "the default boot arguments name hvc0")
+        #expect(call("PUT", "/vsock", #"{"guest_cid": 4, "uds_path": "/tmp/v.sock"}"#).faultMessage?.contains("not supported after starting") == true)
+        #expect(call("PATCH", "/network-interfaces/eth0", #"{"iface_id": "eth0"}"#).status == 400)
+    }
+
+    @Test func atMostNineVirtioDevices() {
+        for i in 0..<9 {
+            #expect(call("PUT", "/network-interfaces/n\(i)", #"{"iface_id": "n\#(i)", "host_dev_name": "t\#(i)"}"#).status == 204)
+        }
+        #expect(call("PUT", "/entropy", "{}").faultMessage?.contains("at most 9 virtio devices") == true)
+        #expect(call("PUT", "/network-interfaces/n0", #"{"iface_id": "n0", "host_dev_name": "t0"}"#).status == 204, "a replacement still fits")
     }
 
     // MARK: Logger

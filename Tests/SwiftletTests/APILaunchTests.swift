@@ -62,7 +62,7 @@ import Glibc
     @Test(arguments: [
         (#"{"machine-config": {"vcpu_count": 1, "mem_size_mib": 64},}"#, "line 1, column"),
         (#"{"machine-config": {"vcpu_count": 1, "mem_size_mib": 64, "cpus": 2}}"#, "unknown field `machine-config.cpus`"),
-        (#"{"vsock": {"guest_cid": 3, "uds_path": "/tmp/v.sock"}}"#, "unknown field `vsock`"),
+        (#"{"balloon": {"amount_mib": 0, "deflate_on_oom": false}}"#, "unknown field `balloon`"),
         (#"{"drives": [{"drive_id": "root", "path_on_host": "/x.img"}]}"#, "missing field `is_root_device`"),
         (#"{"boot-source": {"kernel_image_path": "/nonexistent/vmlinux"}}"#, "/nonexistent/vmlinux"),
         (#"{"machine-config": {"vcpu_count": 1, "mem_size_mib": 64}}"#, "no boot source"),

@@ -134,6 +134,6 @@ struct MainLoopTests {
 final class ConsoleInputBox: Sendable {
     let console: ConsoleInput
     init(source: Int32, serial: Serial16550, loop: MainLoop) throws {
-        console = try ConsoleInput(source: source, into: serial, on: loop)
+        console = try ConsoleInput(source: source, into: { serial.receive($0) }, on: loop)
     }
 }

@@ -12,8 +12,9 @@ static inline int csystem_set_thread_name(const char *name) { return prctl(PR_SE
 /// pipe2(fds, O_CLOEXEC).
 static inline int csystem_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 /// Installs Swiftlet's seccomp filter on every thread of the process (TSYNC) and a SIGSYS
-/// handler that names a forbidden call and exits with status 1. 0, or -errno.
-int cswiftlet_seccomp_install(int serve_api);
+/// handler that names a forbidden call and exits with status 1. `unix_connect`: socket(AF_UNIX)
+/// and connect too (vsock). 0, or -errno.
+int cswiftlet_seccomp_install(int serve_api, int unix_connect);
 /// Unblocks SIGSYS on the calling thread: a blocked SIGSYS from the filter kills the process
 /// without the handler's message, and threads inherit masks that block everything.
 void cswiftlet_unblock_sigsys(void);

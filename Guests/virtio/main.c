@@ -1,9 +1,14 @@
 /*
  * Swiftlet virtio guest: a driver written from VIRTIO 1.2 (§2 basic facilities, §2.7 split
- * virtqueues, §3.1 initialization, §4.2 virtio over MMIO, §5.2 block, §5.4 entropy) that finds its
- * devices through Linux's `virtio_mmio.device=<size>@<base>:<irq>` words on its command line and
- * checks each one. It polls the used rings (no interrupt handler) and reads the interrupt status
- * register instead.
+ * virtqueues, §3.1 initialization, §4.2 virtio over MMIO, §5.1 network, §5.2 block, §5.3 console,
+ * §5.4 entropy, §5.10 socket) that finds its devices through Linux's
+ * `virtio_mmio.device=<size>@<base>:<irq>` words on its command line and checks each one. It polls
+ * the used rings (no interrupt handler) and reads the interrupt status register instead.
+ *
+ * The network check sends an Ethernet frame of type 0x88B5 and waits for the host's answer (the
+ * test's helper echoes such frames, Guests/tools/virtio-host.py). The console check writes a line
+ * and reports what input arrives. The vsock check answers the host's connection to port 52 and
+ * connects to host port 5000, where the helper echoes.
  *
  * Block devices are expected to hold the test image convention: every byte of sector n is
  * (n ^ 0xA5) & 0xFF. Report lines as every project guest's (common/lib.h); exit through port 0x500
@@ -280,6 +285,259 @@ static void check_entropy(uint32_t base)
     REG(base, INTERRUPT_ACK) = isr;
 }
 
+/* Rings for the devices with several queues: queue q on rings[q]. */
+struct ring {
+    struct desc desc[QSIZE];
+    struct avail avail;
+    struct used used __attribute__((aligned(4)));
+    uint16_t seen;
+};
+static struct ring rings[3] __attribute__((aligned(16)));
+
+static int ring_setup(uint32_t base, uint32_t q)
+{
+    struct ring *r = &rings[q];
+    memset(r, 0, sizeof *r);
+    REG(base, QUEUE_SEL) = q;
+    if (REG(base, QUEUE_READY) != 0 || REG(base, QUEUE_NUM_MAX) < QSIZE) return 0;
+    REG(base, QUEUE_NUM) = QSIZE;
+    REG(base, QUEUE_DESC) = (uint32_t)(uintptr_t)r->desc;
+    REG(base, QUEUE_DESC + 4) = 0;
+    REG(base, QUEUE_DRIVER) = (uint32_t)(uintptr_t)&r->avail;
+    REG(base, QUEUE_DRIVER + 4) = 0;
+    REG(base, QUEUE_DEVICE) = (uint32_t)(uintptr_t)&r->used;
+    REG(base, QUEUE_DEVICE + 4) = 0;
+    REG(base, QUEUE_READY) = 1;
+    return REG(base, QUEUE_READY) == 1;
+}
+
+/* Queues 0..n-1 and DRIVER_OK. */
+static int rings_start(uint32_t base, uint32_t n)
+{
+    for (uint32_t q = 0; q < n; q++)
+        if (!ring_setup(base, q)) return 0;
+    REG(base, STATUS) = S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK;
+    return (REG(base, STATUS) & S_DRIVER_OK) != 0;
+}
+
+/* Descriptor `i` of queue q holds one buffer; it is made available and the queue notified. */
+static void ring_give(uint32_t base, uint32_t q, int i, const void *addr, uint32_t len, uint16_t flags)
+{
+    struct ring *r = &rings[q];
+    r->desc[i].addr = (uint32_t)(uintptr_t)addr;
+    r->desc[i].len = len;
+    r->desc[i].flags = flags;
+    r->desc[i].next = 0;
+    r->avail.ring[r->avail.idx % QSIZE] = (uint16_t)i;
+    barrier();
+    r->avail.idx++;
+    barrier();
+    REG(base, QUEUE_NOTIFY) = q;
+}
+
+/* The next used entry of queue q: its length (and head in *id), or -1 after `spins` polls. */
+static int ring_wait(uint32_t q, uint32_t spins, uint32_t *id)
+{
+    struct ring *r = &rings[q];
+    for (uint32_t n = 0; n < spins; n++) {
+        barrier();
+        if (((volatile struct used *)&r->used)->idx != r->seen) {
+            barrier();
+            struct used_elem e = r->used.ring[r->seen % QSIZE];
+            r->seen++;
+            if (id) *id = e.id;
+            return (int)e.len;
+        }
+    }
+    return -1;
+}
+
+static uint32_t device_features_low(uint32_t base)
+{
+    REG(base, DEVICE_FEATURES_SEL) = 0;
+    return REG(base, DEVICE_FEATURES);
+}
+
+static void check_interrupt(uint32_t base, const char *name)
+{
+    uint32_t isr = REG(base, INTERRUPT_STATUS);
+    check(isr & 1, name, "InterruptStatus 0x%x after used buffers", isr);
+    REG(base, INTERRUPT_ACK) = isr;
+}
+
+#define WAIT_SPINS 40000000u
+
+static uint8_t io_in[2][2048] __attribute__((aligned(16)));
+static uint8_t io_out[512] __attribute__((aligned(16)));
+
+/* §5.3: one port; a line out on transmitq0, whatever input arrives on receiveq0. */
+static void check_console(uint32_t base)
+{
+    if (!check(negotiate(base, 0, 1), "console-features-ok", "FEATURES_OK did not stick")) return;
+    if (!check(rings_start(base, 2), "console-queues", "receiveq0 and transmitq0 did not start")) return;
+    memset(io_in[0], 0, 64);
+    ring_give(base, 0, 0, io_in[0], 63, D_WRITE);
+    static const char line[] = "virtio-console: hello from the guest\n";
+    memcpy(io_out, line, sizeof line - 1);
+    ring_give(base, 1, 0, io_out, sizeof line - 1, 0);
+    int used = ring_wait(1, WAIT_SPINS, 0);
+    check(used >= 0, "console-transmit", "the device did not return the transmit buffer");
+    int got = ring_wait(0, WAIT_SPINS, 0);
+    if (got > 0) {
+        io_in[0][got] = 0;
+        for (int i = 0; i < got; i++) if (io_in[0][i] < 0x20) io_in[0][i] = '.';
+        print("fact console-input %s\n", (const char *)io_in[0]);
+    } else {
+        print("fact console-input (none)\n");
+    }
+    check_interrupt(base, "console-interrupt-status");
+}
+
+#define NET_F_MAC (1u << 5)
+#define NET_HDR 12
+#define ETHERTYPE_TEST 0x88B5
+
+/* §5.1: a frame out through transmitq1, the host's echo in through receiveq1. */
+static void check_net(uint32_t base)
+{
+    uint32_t want = device_features_low(base) & NET_F_MAC;
+    if (!check(negotiate(base, want, 1), "net-features-ok", "FEATURES_OK did not stick")) return;
+    if (!check(rings_start(base, 2), "net-queues", "receiveq1 and transmitq1 did not start")) return;
+    uint8_t mac[6] = { 0x02, 0, 0, 0, 0, 0x99 };
+    if (want)
+        for (int i = 0; i < 6; i++) mac[i] = *(volatile uint8_t *)(uintptr_t)(base + CONFIG + i);
+    print("fact net-mac %x:%x:%x:%x:%x:%x\n", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
+    ring_give(base, 0, 0, io_in[0], sizeof io_in[0], D_WRITE);
+    ring_give(base, 0, 1, io_in[1], sizeof io_in[1], D_WRITE);
+    static const char payload[] = "swiftlet virtio-net guest";
+    memset(io_out, 0, NET_HDR);
+    memset(io_out + NET_HDR, 0xFF, 6);
+    memcpy(io_out + NET_HDR + 6, mac, 6);
+    io_out[NET_HDR + 12] = ETHERTYPE_TEST >> 8;
+    io_out[NET_HDR + 13] = ETHERTYPE_TEST & 0xFF;
+    memcpy(io_out + NET_HDR + 14, payload, sizeof payload - 1);
+    uint32_t length = NET_HDR + 14 + sizeof payload - 1;
+    ring_give(base, 1, 0, io_out, length, 0);
+    check(ring_wait(1, WAIT_SPINS, 0) >= 0, "net-transmit", "the device did not return the transmit buffer");
+    /* The answer: the first frame of our type (others, if any, are skipped). */
+    for (int tries = 0; tries < 4; tries++) {
+        uint32_t id;
+        int got = ring_wait(0, WAIT_SPINS, &id);
+        if (got < 0) break;
+        uint8_t *frame = io_in[id & 1];
+        if (got < NET_HDR + 14 || ((frame[NET_HDR + 12] << 8) | frame[NET_HDR + 13]) != ETHERTYPE_TEST) {
+            ring_give(base, 0, (int)(id & 1), frame, sizeof io_in[0], D_WRITE);
+            continue;
+        }
+        print("fact net-num-buffers %u\n", frame[10] | (frame[11] << 8));
+        int n = got - NET_HDR - 14;
+        if (n > 100) n = 100;
+        char text[101];
+        memcpy(text, frame + NET_HDR + 14, (size_t)n);
+        text[n] = 0;
+        print("fact net-received %s\n", text);
+        check(memcmp(frame, "\xff\xff\xff\xff\xff\xff", 6) == 0 || memcmp(frame + NET_HDR, mac, 6) == 0,
+              "net-receive-address", "the answer is for neither us nor everyone");
+        check_interrupt(base, "net-interrupt-status");
+        return;
+    }
+    check(0, "net-receive", "no frame of type 0x88b5 came back");
+}
+
+/* §5.10: struct virtio_vsock_hdr. */
+struct vsock_hdr {
+    uint64_t src_cid, dst_cid;
+    uint32_t src_port, dst_port, len;
+    uint16_t type, op;
+    uint32_t flags, buf_alloc, fwd_cnt;
+} __attribute__((packed));
+#define VSOCK_OP_REQUEST 1
+#define VSOCK_OP_RESPONSE 2
+#define VSOCK_OP_RST 3
+#define VSOCK_OP_SHUTDOWN 4
+#define VSOCK_OP_RW 5
+#define VSOCK_OP_CREDIT_UPDATE 6
+
+static uint64_t vsock_cid;
+static uint32_t vsock_forwarded;
+
+static void vsock_send(uint32_t base, uint32_t src_port, uint32_t dst_port, uint16_t op, uint32_t flags,
+                       const char *data, uint32_t len)
+{
+    struct vsock_hdr *h = (struct vsock_hdr *)io_out;
+    memset(h, 0, sizeof *h);
+    h->src_cid = vsock_cid;
+    h->dst_cid = 2;
+    h->src_port = src_port;
+    h->dst_port = dst_port;
+    h->len = len;
+    h->type = 1;
+    h->op = op;
+    h->flags = flags;
+    h->buf_alloc = sizeof io_in[0] - sizeof *h;
+    h->fwd_cnt = vsock_forwarded;
+    memcpy(io_out + sizeof *h, data, len);
+    ring_give(base, 1, 0, io_out, (uint32_t)sizeof *h + len, 0);
+    ring_wait(1, WAIT_SPINS, 0);
+}
+
+/* The next packet from the host, skipping credit updates; its header in *h, payload in `text`. */
+static int vsock_next(uint32_t base, struct vsock_hdr *h, char *text, int cap)
+{
+    for (int tries = 0; tries < 8; tries++) {
+        uint32_t id;
+        int got = ring_wait(0, WAIT_SPINS, &id);
+        if (got < (int)sizeof *h) return 0;
+        uint8_t *buffer = io_in[id & 1];
+        memcpy(h, buffer, sizeof *h);
+        int n = got - (int)sizeof *h;
+        if (n > cap - 1) n = cap - 1;
+        memcpy(text, buffer + sizeof *h, (size_t)(n > 0 ? n : 0));
+        text[n > 0 ? n : 0] = 0;
+        if (h->op == VSOCK_OP_RW) vsock_forwarded += h->len;
+        ring_give(base, 0, (int)(id & 1), buffer, sizeof io_in[0], D_WRITE);
+        if (h->op != VSOCK_OP_CREDIT_UPDATE) return 1;
+    }
+    return 0;
+}
+
+static void check_vsock(uint32_t base)
+{
+    uint32_t want = device_features_low(base) & 1;   /* VIRTIO_VSOCK_F_STREAM */
+    if (!check(negotiate(base, want, 1), "vsock-features-ok", "FEATURES_OK did not stick")) return;
+    if (!check(rings_start(base, 3), "vsock-queues", "rx, tx and event did not start")) return;
+    vsock_cid = REG(base, CONFIG) | (uint64_t)REG(base, CONFIG + 4) << 32;
+    print("fact vsock-cid %u\n", (uint32_t)vsock_cid);
+    ring_give(base, 0, 0, io_in[0], sizeof io_in[0], D_WRITE);
+    ring_give(base, 0, 1, io_in[1], sizeof io_in[1], D_WRITE);
+    struct vsock_hdr h;
+    char text[128];
+
+    /* The host connects to port 52 (CONNECT 52): accept, read its line, answer. */
+    if (check(vsock_next(base, &h, text, sizeof text) && h.op == VSOCK_OP_REQUEST && h.dst_port == 52 && h.src_cid == 2,
+              "vsock-host-request", "op %u to port %u", h.op, h.dst_port)) {
+        uint32_t host_port = h.src_port;
+        vsock_send(base, 52, host_port, VSOCK_OP_RESPONSE, 0, 0, 0);
+        if (check(vsock_next(base, &h, text, sizeof text) && h.op == VSOCK_OP_RW, "vsock-host-data", "op %u", h.op))
+            print("fact vsock-from-host %s\n", text);
+        vsock_send(base, 52, host_port, VSOCK_OP_RW, 0, "pong from the guest", 19);
+        vsock_send(base, 52, host_port, VSOCK_OP_SHUTDOWN, 3, 0, 0);
+        check(vsock_next(base, &h, text, sizeof text) && h.op == VSOCK_OP_RST, "vsock-host-close", "op %u", h.op);
+    }
+
+    /* The guest connects to host port 5000, where the helper echoes. */
+    vsock_forwarded = 0;
+    vsock_send(base, 1234, 5000, VSOCK_OP_REQUEST, 0, 0, 0);
+    if (!check(vsock_next(base, &h, text, sizeof text) && h.op == VSOCK_OP_RESPONSE && h.src_port == 5000,
+               "vsock-connect", "op %u from port %u", h.op, h.src_port)) return;
+    vsock_send(base, 1234, 5000, VSOCK_OP_RW, 0, "hello vsock", 11);
+    if (check(vsock_next(base, &h, text, sizeof text) && h.op == VSOCK_OP_RW, "vsock-echo", "op %u", h.op))
+        print("fact vsock-echo %s\n", text);
+    vsock_send(base, 1234, 5000, VSOCK_OP_SHUTDOWN, 3, 0, 0);
+    check(vsock_next(base, &h, text, sizeof text) && h.op == VSOCK_OP_RST, "vsock-close", "op %u", h.op);
+    check_interrupt(base, "vsock-interrupt-status");
+}
+
 void virtio_main(uint32_t start_info)
 {
     print("virtio: start\n");
@@ -307,6 +565,9 @@ void virtio_main(uint32_t start_info)
         REG(base, STATUS) = 0;
         if (id == 2) check_block(base, blocks++);
         else if (id == 4) { check_entropy(base); rngs++; }
+        else if (id == 1) check_net(base);
+        else if (id == 3) check_console(base);
+        else if (id == 19) check_vsock(base);
         else print("fact device%d-id %u (not checked)\n", devices, id);
         REG(base, STATUS) = 0;
         devices++;

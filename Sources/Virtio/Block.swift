@@ -156,12 +156,14 @@ public final class BlockDevice: VirtioDevice {
                          data: [(address: GuestAddress, length: UInt32)], memory: GuestMemory) -> (UInt8, Int) {
         switch type {
         case Request.read:
+            // Data the device should write, offered read-only: the request fails (§5.2.6.1).
+            guard payload.isEmpty else { return (Status.ioError, 0) }
             let length = data.reduce(0) { $0 + Int($1.length) }
             guard inRange(sector, bytes: length) else { return (Status.ioError, 0) }
             let done = backing.withLock { b in (try? memory.read(from: b.fd, offset: Int64(sector) * 512, into: data.map { ($0.address, $0.length) })) ?? -1 }
             return done == length ? (Status.ok, length) : (Status.ioError, max(0, done))
         case Request.write:
-            guard !readOnly else { return (Status.ioError, 0) }
+            guard !readOnly, data.isEmpty else { return (Status.ioError, 0) }   // data must be device-readable
             let length = payload.reduce(0) { $0 + Int($1.length) }
             guard inRange(sector, bytes: length) else { return (Status.ioError, 0) }
             let done = backing.withLock { b in (try? memory.write(to: b.fd, offset: Int64(sector) * 512, from: payload.map { ($0.address, $0.length) })) ?? -1 }

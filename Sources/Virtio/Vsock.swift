@@ -332,7 +332,16 @@ public final class VsockDevice: VirtioDevice {
             let bytes = BlockDevice.gather(chain.readable, count: VsockHeader.size + Self.maxPayload, memory: memory)
             if let header = VsockHeader(bytes) {
                 let payload = Array(bytes.dropFirst(VsockHeader.size).prefix(Int(header.length)))
-                state.withLock { s in guest(header, payload, &s) }
+                state.withLock { s in
+                    if payload.count == Int(header.length) {
+                        guest(header, payload, &s)
+                    } else if header.srcCID == guestCID && header.op != VsockHeader.Op.reset {
+                        // A length the buffers do not hold: the connection cannot go on.
+                        let key = Key(local: header.dstPort, peer: header.srcPort)
+                        s.control.append(self.header(VsockHeader.Op.reset, key, s))
+                        if let connection = s.connections[key] { drop(connection, &s) }
+                    }
+                }
             }
             try queue.push(head: chain.head, written: 0, to: memory)
             used = true

@@ -128,6 +128,21 @@ struct BlockTests {
         #expect(status == BlockDevice.Status.ok)
     }
 
+    /// A read whose data buffer is device-readable, or a write whose data is device-writable:
+    /// the request fails; the device goes on.
+    @Test func dataInTheWrongDirectionFailsTheRequest() throws {
+        let path = try Self.image(sectors: 8)
+        defer { unlink(path) }
+        var d = try driver(try BlockDevice(path: path, id: "d"))
+        var (status, _) = try Self.request(&d, type: BlockDevice.Request.read, sector: 0, out: [UInt8](repeating: 0, count: 512))
+        #expect(status == BlockDevice.Status.ioError)
+        (status, _) = try Self.request(&d, type: BlockDevice.Request.write, sector: 0, inLength: 512)
+        #expect(status == BlockDevice.Status.ioError)
+        (status, _) = try Self.request(&d, type: BlockDevice.Request.read, sector: 0, inLength: 512)
+        #expect(status == BlockDevice.Status.ok)
+        #expect(!d.needsReset)
+    }
+
     @Test func aNewBackingFileWhileRunning() throws {
         let first = try Self.image(sectors: 8), second = try Self.image(sectors: 32)
         defer { unlink(first); unlink(second) }

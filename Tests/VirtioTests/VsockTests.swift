@@ -196,6 +196,22 @@ struct VsockTests {
         #expect(end.0.op == Op.shutdown && end.0.flags == 3)
     }
 
+    @Test func aLengthTheBuffersDoNotHoldResetsTheConnection() throws {
+        let g = try VsockGuest()
+        defer { g.stop() }
+        let listener = UnixSocket.listen("\(g.device.udsPath)_5001")
+        defer { close(listener) }
+        try g.send(Op.request, port: 8, to: 5001)
+        #expect(try g.next()?.0.op == Op.response)
+        let lying = VsockHeader(srcCID: 3, dstCID: 2, srcPort: 8, dstPort: 5001, length: 4000, op: Op.rw, bufAlloc: 4096)
+        try g.driver.memory.write(lying.bytes + [1, 2, 3], at: GuestAddress(0x37000))
+        try g.tx.descriptor(7, address: 0x37000, length: 47, flags: 0)
+        try g.tx.offer(7)
+        g.driver.set(MMIOTransport.Register.queueNotify, 1)
+        #expect(try g.next()?.0.op == Op.reset)
+        #expect(!g.driver.needsReset, "the connection's error, not the device's")
+    }
+
     @Test func aBadGreetingIsRefused() throws {
         let g = try VsockGuest()
         defer { g.stop() }

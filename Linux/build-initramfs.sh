@@ -12,7 +12,7 @@ hold_lock initramfs
 
 version=$(candidate_version busybox-static)
 [ -n "$version" ] || unavailable "apt knows no package busybox-static (run 'apt-get update' first)"
-key=$( { echo "busybox-static $version"; cat "$here/initramfs/init" "$here/initramfs/mkcpio.py"; } | sha256sum | cut -c1-16)
+key=$( { echo "busybox-static $version"; cat "$here/initramfs/init" "$here/initramfs/mkcpio.py" "$here/initramfs/vsock-helper.c"; } | sha256sum | cut -c1-16)
 out="$swiftlet_cache/initramfs/initramfs-$key.cpio"
 if [ -s "$out" ]; then echo "$out"; exit 0; fi
 
@@ -20,6 +20,8 @@ deb=$(fetch_deb busybox-static)
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 dpkg-deb -x "$deb" "$work/pkg"
 mkdir -p "$(dirname "$out")"
-python3 "$here/initramfs/mkcpio.py" --busybox "$work/pkg/bin/busybox" --init "$here/initramfs/init" "$out.tmp"
+gcc -static -O2 -o "$work/vsock-helper" "$here/initramfs/vsock-helper.c" || unavailable "gcc cannot link a static program (libc6-dev?)"
+python3 "$here/initramfs/mkcpio.py" --busybox "$work/pkg/bin/busybox" --init "$here/initramfs/init" \
+    --program "$work/vsock-helper" "$out.tmp"
 mv "$out.tmp" "$out"
 echo "$out"

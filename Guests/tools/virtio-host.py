@@ -55,35 +55,38 @@ def echo_listener(path):
 
 
 def connect_to_guest(path):
-    deadline = time.time() + 60
+    """CONNECT 52 until the guest listens there (a refusal closes the connection), then talk."""
+    deadline = time.time() + 120
     while time.time() < deadline:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.connect(path)
-            break
         except OSError:
             s.close()
             time.sleep(0.05)
-    else:
-        log("vsock host: %s never appeared" % path)
+            continue
+        s.sendall(b"CONNECT 52\n")
+        line = b""
+        while not line.endswith(b"\n"):
+            part = s.recv(1)
+            if not part:
+                break
+            line += part
+        if not line.startswith(b"OK "):
+            s.close()
+            time.sleep(0.2)
+            continue
+        log("vsock host got: %s" % line.decode().strip())
+        s.sendall(b"ping from host")
+        answer = b""
+        while True:
+            part = s.recv(4096)
+            if not part:
+                break
+            answer += part
+        log("vsock host received: %s" % answer.decode(errors="replace"))
         return
-    s.sendall(b"CONNECT 52\n")
-    line = b""
-    while not line.endswith(b"\n"):
-        part = s.recv(1)
-        if not part:
-            log("vsock host: closed before OK (%r)" % line)
-            return
-        line += part
-    log("vsock host got: %s" % line.decode().strip())
-    s.sendall(b"ping from host")
-    answer = b""
-    while True:
-        part = s.recv(4096)
-        if not part:
-            break
-        answer += part
-    log("vsock host received: %s" % answer.decode(errors="replace"))
+    log("vsock host: no guest listened on port 52")
 
 
 def main():

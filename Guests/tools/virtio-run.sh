@@ -4,12 +4,14 @@
 #   virtio-run.sh qemu GUEST_ELF            QEMU's microvm (TCG or KVM): block, entropy, network,
 #                                           console (output only: QEMU's file back end takes no input)
 #   virtio-run.sh swiftlet GUEST_ELF SWIFTLET   the same under Swiftlet, and vsock (QEMU's needs vhost)
+#   virtio-run.sh exec COMMAND...           COMMAND in the same set-up (the TAP is swtap0, its host
+#                                           side 10.0.2.1/24; the vsock socket is $VIRTIO_WORK/v.sock)
 # Prints the guest's report, then "--- console" and what the virtio console wrote (QEMU; under
 # Swiftlet it is in the report's stream), then "--- host" and the helper's log. Exit status 0 if
 # the guest's summary has no failure; 4 if no network namespace or TAP device can be made here.
 set -euo pipefail
 vmm=${1:?usage: virtio-run.sh qemu|swiftlet GUEST_ELF [SWIFTLET]}
-guest=${2:?usage: virtio-run.sh qemu|swiftlet GUEST_ELF [SWIFTLET]}
+guest=${2:?usage: virtio-run.sh qemu|swiftlet GUEST_ELF [SWIFTLET] or virtio-run.sh exec COMMAND...}
 swiftlet=${3:-}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 if [ -z "${VIRTIO_RUN_NETNS:-}" ]; then
@@ -24,6 +26,7 @@ ip link set lo up
 ip tuntap add dev swtap0 mode tap 2>/dev/null || { echo "virtio-run.sh: cannot make a TAP device here" >&2; exit 4; }
 echo 1 >/proc/sys/net/ipv6/conf/swtap0/disable_ipv6 2>/dev/null || true
 ip link set swtap0 up
+ip addr add 10.0.2.1/24 dev swtap0
 python3 -c "
 import sys
 open(sys.argv[1], 'wb').write(b''.join(bytes([(n ^ 0xA5) & 0xFF]) * 512 for n in range(64)))
@@ -62,7 +65,17 @@ swiftlet)
         <"$work/input" >"$work/out" 2>"$work/err") || true
     cat "$work/err" >&2
     ;;
-*) echo "virtio-run.sh: the first argument is qemu or swiftlet" >&2; exit 2 ;;
+exec)
+    shift
+    (unmask python3 "$here/virtio-host.py" swtap0 "$work/host.log" "$work/v.sock") &
+    helper=$!
+    status=0
+    VIRTIO_WORK=$work "$@" || status=$?
+    echo "--- host"
+    cat "$work/host.log" 2>/dev/null || true
+    exit $status
+    ;;
+*) echo "virtio-run.sh: the first argument is qemu, swiftlet or exec" >&2; exit 2 ;;
 esac
 cat "$work/out"
 echo "--- console"

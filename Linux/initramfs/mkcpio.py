@@ -8,7 +8,9 @@ Entries: /bin/busybox and a link per applet the init script and the shell test u
 import argparse
 
 APPLETS = ["sh", "mount", "cat", "echo", "nproc", "poweroff", "reboot", "sleep", "ls", "uname",
-           "dmesg", "head", "grep", "true", "false"]
+           "dmesg", "head", "grep", "true", "false",
+           # the virtio checks
+           "mkdir", "mke2fs", "umount", "sync", "dd", "wc", "ip", "ping", "basename", "timeout", "sed"]
 
 
 class Cpio:
@@ -38,17 +40,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--busybox", required=True)
     parser.add_argument("--init", required=True)
+    parser.add_argument("--program", action="append", default=[], metavar="PATH",
+                        help="another static program for /bin (its file name is kept)")
     parser.add_argument("output")
     args = parser.parse_args()
 
     directory, regular, symlink, chardev = 0o040755, 0o100755, 0o120777, 0o020600
     cpio = Cpio()
-    for d in ["bin", "dev", "proc", "sys", "root", "tmp"]:
+    for d in ["bin", "dev", "proc", "sys", "root", "tmp", "mnt"]:
         cpio.add(d, directory)
     cpio.add("dev/console", chardev, rdev=(5, 1))
     cpio.add("bin/busybox", regular, open(args.busybox, "rb").read())
     for applet in APPLETS:
         cpio.add("bin/" + applet, symlink, b"busybox")
+    for program in args.program:
+        cpio.add("bin/" + program.rsplit("/", 1)[-1], regular, open(program, "rb").read())
     cpio.add("init", regular, open(args.init, "rb").read())
     with open(args.output, "wb") as out:
         out.write(cpio.finish())

@@ -128,4 +128,46 @@ struct LinuxGuestTests {
             #expect(vcpu["bringUp"] as? String == (id == c.bootCPU ? "boot" : "INIT-SIPI"), "vCPU \(id)\n\(context)")
         }
     }
+
+    /// Linux's own virtio drivers against Swiftlet's devices (Guests/tools/virtio-run.sh: a TAP
+    /// device in a network namespace of its own, 10.0.2.1 on the host side, virtio-host.py for
+    /// vsock): an ext2 file system made, written and synced on vda, and read back after a second
+    /// boot; the read-only vdb refusing a write; /dev/hwrng; a ping through virtio-net; vsock both
+    /// ways; hvc0 as the console that carries all of /init's report.
+    @Test(.enabled(if: VirtioGuestTests.namespaces, VirtioGuestTests.namespaceComment))
+    func linuxDriversUseEveryVirtioDevice() throws {
+        let kernel = try LinuxFixtures.guestKernel.get().appendingPathComponent("vmlinux")
+        let initramfs = try LinuxFixtures.initramfs.get()
+        let disk = try Harness.temporaryFile("linux-virtio-disk.img", [UInt8](repeating: 0, count: 16 << 20))
+        let readOnly = try Harness.temporaryFile("linux-virtio-ro.img", [UInt8](repeating: 0, count: 1 << 20))
+        let token = "token\(getpid())"
+        func boot(_ mode: String) -> (Harness.ProcessResult, String) {
+            let cmdline = "console=hvc0 panic=-1 pci=off swiftlet.virtio=\(mode) swiftlet.token=\(token)"
+            let swiftlet = [Harness.binary.path, "run", "--kernel", kernel.path, "--initrd", initramfs.path, "--boot", "pvh",
+                            "--memory", "\(Self.memory >> 20)M", "--cmdline", cmdline, "--no-stdin",
+                            "--drive", "path=\(disk.path)", "--drive", "path=\(readOnly.path),readonly=on", "--entropy",
+                            "--net", "tap=swtap0,mac=06:00:0a:00:02:02", "--console", "virtio"] + Self.templateArguments
+            // The vsock socket lives in the script's own folder: a shell adds it.
+            let result = Harness.run(Harness.packageRoot.appendingPathComponent("Guests/tools/virtio-run.sh"),
+                                     ["exec", "/bin/sh", "-c", #"exec "$0" "$@" --vsock "cid=3,uds=$VIRTIO_WORK/v.sock""#] + swiftlet,
+                                     timeout: 600)
+            let log = KernelLog(result.stdout)
+            return (result, "status \(result.status)\nstderr: \(result.stderr)\n--- output (last 60 lines) ---\n"
+                + log.lines.suffix(60).joined(separator: "\n"))
+        }
+
+        let (first, context) = boot("write")
+        #expect(first.status == 0, "\(context)")
+        for line in ["swiftlet-init: cmdline console=hvc0",   // /init's report reached us through hvc0
+                     "swiftlet-init: disk vda sectors 32768 ro 0", "swiftlet-init: disk vdb sectors 2048 ro 1",
+                     "swiftlet-init: wrote \(token)", "swiftlet-init: vdb write refused",
+                     "swiftlet-init: hwrng virtio_rng.0 16 bytes", "swiftlet-init: ping 10.0.2.1 ok",
+                     "vsock-helper: reply echo: hello from linux", "vsock-helper: got ping from host",
+                     "vsock host received: pong from linux", "swiftlet-init: done, powering off"] {
+            #expect(first.stdout.contains(line), "missing \(line)\n\(context)")
+        }
+        let (second, context2) = boot("read")
+        #expect(second.status == 0, "\(context2)")
+        #expect(second.stdout.contains("swiftlet-init: read \(token)"), "after a reboot of the VM\n\(context2)")
+    }
 }

@@ -295,7 +295,31 @@ def virtqueue_seeds():
             struct.pack_into("<H", ram, 0x1004 + 2 * (1 << size_log2), used_event)
         return bytes([control]) + bytes(ram).rstrip(b"\0")   # the rest of RAM is zero anyway
     W, N, I = 2, 1, 4
+
+    def vsock_packet(op, src_port=1234, dst_port=5000, payload=b"", length=None):
+        header = struct.pack("<QQIIIHHIII", 3, 2, src_port, dst_port, len(payload) if length is None else length,
+                             1, op, 0, 4096, 0)
+        return header + payload
+
+    def with_buffers(ram_image, buffers):
+        ram = bytearray(ram_image[1:].ljust(0x4000, b"\0"))
+        for address, data in buffers:
+            ram[address:address + len(data)] = data
+        return ram_image[:1] + bytes(ram).rstrip(b"\0")
+
+    request = vsock_packet(1)
+    rw = vsock_packet(5, payload=b"hello")
+    lying = vsock_packet(5, payload=b"abc", length=4000)
     return {
+        # bits 6-7 of the control byte: 1 the console's transmit queue, 2 vsock, 3 entropy
+        "console-text": with_buffers(image(3 | 0x40, [(0x3000, 6, N, 1), (0x3100, 3, 0, 0)], [0]),
+                                     [(0x3000, b"hello "), (0x3100, b"hvc")]),
+        "vsock-request-and-rw": with_buffers(image(3 | 0x80, [(0x3000, len(request), 0, 0), (0x3100, len(rw), 0, 0),
+                                                              (0x3200, 300, W, 0), (0x3400, 300, W, 0)], [0, 1, 2, 3]),
+                                             [(0x3000, request), (0x3100, rw)]),
+        "vsock-lying-length": with_buffers(image(3 | 0x80, [(0x3000, len(lying), 0, 0), (0x3200, 300, W, 0)], [0, 1]),
+                                           [(0x3000, lying)]),
+        "entropy-device": image(3 | 0xC0, [(0x3000, 16, W | N, 1), (0x3100, 8, W, 0)], [0]),
         "entropy-two-chains": image(3, [(0x3000, 16, W | N, 1), (0x3100, 8, W, 0), (0x3200, 64, W, 0)], [0, 2]),
         "read-then-write": image(3, [(0x3000, 16, N, 1), (0x3100, 8, W, 0)], [0]),
         "indirect": image(3 | 0x10, [(0x3800, 32, I, 0)], [0], indirect_tables=[(0x3800, [(0x3000, 4, W | N, 1), (0x3100, 4, W, 0)])]),

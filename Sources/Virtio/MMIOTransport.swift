@@ -47,8 +47,6 @@ public final class MMIOTransport: Sendable {
         var configGeneration: UInt32 = 0
         var activated = false
         var problemLogged = false
-        /// Counts resets: work that began before one must not touch the state after it.
-        var resets: UInt64 = 0
     }
 
     /// What a register write asks for once the register lock is released.
@@ -65,8 +63,8 @@ public final class MMIOTransport: Sendable {
     /// The registers. Taken briefly, by vCPU threads and the device's worker; never across I/O.
     let state: Mutex<State>
     /// The queues the device serves (indices and all). Held while the device works on them, by
-    /// its worker (or the notifying thread when there is none), and by a reset, which so waits
-    /// for work in progress to end before it returns.
+    /// its worker (or the notifying thread when there is none), and by status and QueueReady
+    /// writes: a reset waits for work in progress to end before it returns.
     let rings: Mutex<[Virtqueue]>
     /// Raises the device's interrupt (an edge on its pin: an irqfd, or a pulse of the line).
     let interrupt: @Sendable () -> Void
@@ -133,6 +131,30 @@ public final class MMIOTransport: Sendable {
             return
         }
         guard size == 4, offset % 4 == 0 else { return }
+        if offset == Register.status || offset == Register.queueReady {
+            // What the device serves changes (activation, a reset, a queue enabled late): under
+            // the rings' lock, so that no notification finds the device live and its queue not
+            // yet installed, and a reset waits for work in progress. Rare writes, and short.
+            let effects = rings.withLock { rings -> Effects in
+                let effects = state.withLock { s -> Effects in
+                    var effects = Effects()
+                    if offset == Register.status { setStatus(&s, value, &effects) } else { setQueueReady(&s, value == 1, &effects) }
+                    return effects
+                }
+                if effects.reset {
+                    rings = device.queueMaxSizes.map { Virtqueue(size: $0) }
+                    device.reset()
+                }
+                if let (features, queues) = effects.activate {
+                    rings = queues
+                    device.activate(features: features)
+                }
+                if let (index, queue) = effects.install { rings[index] = queue }
+                return effects
+            }
+            if effects.interrupt { interrupt() }
+            return
+        }
         let effects = state.withLock { s -> Effects in
             var effects = Effects()
             switch offset {
@@ -147,8 +169,6 @@ public final class MMIOTransport: Sendable {
             case Register.queueNum, Register.queueDescLow, Register.queueDescHigh, Register.queueDriverLow,
                  Register.queueDriverHigh, Register.queueDeviceLow, Register.queueDeviceHigh:
                 configureQueue(&s, offset, value, &effects)
-            case Register.queueReady:
-                setQueueReady(&s, value == 1, &effects)
             case Register.queueNotify:
                 if Int(value) < s.queues.count, s.queues[Int(value)].ready, s.activated,
                    s.status & Status.needsReset == 0 {
@@ -156,27 +176,9 @@ public final class MMIOTransport: Sendable {
                 }
             case Register.interruptACK:
                 s.interruptStatus &= ~value
-            case Register.status:
-                setStatus(&s, value, &effects)
             default: break
             }
             return effects
-        }
-        apply(effects)
-    }
-
-    private func apply(_ effects: Effects) {
-        if effects.reset {
-            // Waits for work in progress; what it does after the reset is dropped (`resets`).
-            rings.withLock { $0 = device.queueMaxSizes.map { Virtqueue(size: $0) } }
-            device.reset()
-        }
-        if let (features, queues) = effects.activate {
-            rings.withLock { $0 = queues }
-            device.activate(features: features)
-        }
-        if let (index, queue) = effects.install {
-            rings.withLock { $0[index] = queue }
         }
         if effects.interrupt { interrupt() }
         if let index = effects.notify {
@@ -191,7 +193,7 @@ public final class MMIOTransport: Sendable {
     /// DRIVER_OK before FEATURES_OK is refused: the device asks for a reset.
     private func setStatus(_ s: inout State, _ value: UInt32, _ effects: inout Effects) {
         if value == 0 {
-            s = State(queues: device.queueMaxSizes.map { Virtqueue(size: $0) }, resets: s.resets &+ 1)
+            s = State(queues: device.queueMaxSizes.map { Virtqueue(size: $0) })
             effects.reset = true
             return
         }
@@ -288,7 +290,7 @@ public final class MMIOTransport: Sendable {
             if s.status & Status.driverOK != 0 { raise(&s, Interrupt.configChange, &effects) }
             return effects
         }
-        apply(effects)
+        if effects.interrupt { interrupt() }
     }
 
     /// True once the driver has set DRIVER_OK and until a reset or a reset request: the device
@@ -303,10 +305,9 @@ public final class MMIOTransport: Sendable {
     /// The registers stay free while the device works.
     public func process(queue index: Int) {
         rings.withLock { rings in
-            guard index < rings.count else { return }
-            guard let resets = state.withLock({ s -> UInt64? in
-                s.activated && s.status & Status.needsReset == 0 && rings[index].ready ? s.resets : nil
-            }) else { return }
+            // A reset or an activation takes this lock too: neither can happen while the device works.
+            guard index < rings.count, rings[index].ready,
+                  state.withLock({ $0.activated && $0.status & Status.needsReset == 0 }) else { return }
             var queue = rings[index]
             var failure: VirtqueueError?
             var wanted = false
@@ -318,7 +319,6 @@ public final class MMIOTransport: Sendable {
             rings[index] = queue
             let effects = state.withLock { s -> Effects in
                 var effects = Effects()
-                guard s.resets == resets else { return effects }   // reset meanwhile: nothing to tell
                 if let failure {
                     logOnce(&s, "queue \(index): \(failure)")
                     needsReset(&s, &effects)

@@ -60,6 +60,8 @@ public final class NetDevice: VirtioDevice {
     let fd: Int32
     let receive = Mutex(Receive())
     let counters = Mutex(Counters())
+    /// Where a frame is read from the TAP: one buffer, used by the worker alone.
+    let readBuffer = Mutex([UInt8](repeating: 0, count: maxBuffer))
 
     /// Attaches to TAP device `tap` (which must exist, or the caller must be allowed to create
     /// it). `mac`: six bytes, or nil to let the driver choose its own.
@@ -154,12 +156,13 @@ public final class NetDevice: VirtioDevice {
         r.watching = true
         while frames < Self.batch {
             if r.pending == nil {
-                var buffer = [UInt8](repeating: 0, count: Self.maxBuffer)
-                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                guard n > 0 else { break }   // EAGAIN: the TAP is empty; keep watching it
-                guard n >= Self.headerSize else { continue }
-                buffer.removeSubrange(n...)
-                r.pending = buffer
+                let frame = readBuffer.withLock { buffer -> [UInt8]? in
+                    let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                    return n > 0 ? Array(buffer[0..<n]) : nil
+                }
+                guard let frame else { break }   // EAGAIN: the TAP is empty; keep watching it
+                guard frame.count >= Self.headerSize else { continue }
+                r.pending = frame
             }
             guard let chain = try queue.pop(from: memory) else {
                 r.watching = false   // no buffers: the driver's notification brings the worker back

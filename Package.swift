@@ -47,6 +47,8 @@ let package = Package(
         .target(name: "Virtio", dependencies: ["GuestMemory", "EventLoop", "CSwiftletSystem", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         .target(name: "DemoGuest", swiftSettings: strict),
+        // Snapshots (README, Snapshots): the file format and the state records, pure.
+        .target(name: "Snapshot", swiftSettings: strict),
         .target(name: "VMM", dependencies: [
             "KVM", "GuestMemory", "Loader", "X86", "Devices", "Hypercalls", "Virtio", "EventLoop", "CSwiftletSystem",
             .product(name: "Logging", package: "swift-log"),
@@ -92,6 +94,7 @@ let package = Package(
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory", "EventLoop"]),
+        .testTarget(name: "SnapshotTests", dependencies: ["Snapshot"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CKVM", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Devices", "Hypercalls"]),
         // Shared by the API and end-to-end tests: a byte-exact HTTP client on a Unix socket.

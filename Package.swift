@@ -80,7 +80,7 @@ let package = Package(
         // libFuzzer targets (Fuzz/README.md): `Fuzz/run.sh` builds them with -sanitize=fuzzer; a
         // normal build makes replay drivers. FuzzEngine only declares libFuzzer's driver entry.
         .target(name: "FuzzEngine"),
-        .target(name: "FuzzTargets", dependencies: ["FuzzEngine", "Loader", "GuestMemory", "Hypercalls", "API", "VMM", "Virtio"],
+        .target(name: "FuzzTargets", dependencies: ["FuzzEngine", "Loader", "GuestMemory", "Hypercalls", "API", "VMM", "Virtio", "Snapshot"],
                 swiftSettings: strict),
         .executableTarget(name: "FuzzELF", dependencies: ["FuzzTargets"], swiftSettings: strict),
         .executableTarget(name: "FuzzXenNotes", dependencies: ["FuzzTargets"], swiftSettings: strict),
@@ -88,6 +88,7 @@ let package = Package(
         .executableTarget(name: "FuzzHypercalls", dependencies: ["FuzzTargets"], swiftSettings: strict),
         .executableTarget(name: "FuzzAPI", dependencies: ["FuzzTargets"], swiftSettings: strict),
         .executableTarget(name: "FuzzVirtqueue", dependencies: ["FuzzTargets"], swiftSettings: strict),
+        .executableTarget(name: "FuzzSnapshot", dependencies: ["FuzzTargets"], swiftSettings: strict),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "GuestMemory"]),
         .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "Loader", "KVM", "JSON"]),

@@ -10,6 +10,9 @@ Linux/debian-kernel.sh, plus /vmlinux) the real kernel's note section and a comp
 headers are added; the 65 MB kernel itself is never written.
 """
 import argparse
+import base64
+import json
+import zlib
 import os
 import struct
 import subprocess
@@ -330,6 +333,46 @@ def virtqueue_seeds():
     }
 
 
+def snapshot_seeds():
+    """Snapshot files (Sources/Snapshot/SnapshotFile.swift): header, JSON state, CRC-32."""
+    def frame(state, version=1):
+        body = json.dumps(state, sort_keys=True).encode() if not isinstance(state, bytes) else state
+        data = b"SWLTSNAP" + struct.pack("<IIQ", version, 0, len(body)) + body
+        return data + struct.pack("<I", zlib.crc32(data) & 0xFFFFFFFF)
+    b64 = lambda raw: base64.b64encode(raw).decode()
+    queue = {"size": 256, "descriptorTable": 4096, "availableRing": 8192, "usedRing": 12288, "ready": True,
+             "nextAvailable": 17, "nextUsed": 17, "signalledUsed": 16}
+    state = {
+        "swiftletVersion": "0.9.0",
+        "host": {"cpuVendor": "GenuineIntel", "cpuid": [{"function": 0, "index": 0, "flags": 0, "eax": 13, "ebx": 1, "ecx": 2, "edx": 3}]},
+        "snapshotType": "Full",
+        "memory": {"size": 134217728, "regions": [{"guestAddress": 0, "size": 134217728, "fileOffset": 0}]},
+        "configuration": {"cpus": 2, "bootCPU": 0, "memorySize": 134217728, "xen": False, "trackDirtyPages": False,
+                          "virtio": [{"kind": "block", "parameters": {"path": "/images/root.img", "id": "root"}}]},
+        "vcpus": [{"id": 0, "kvm": {"regs": b64(bytes(144)), "lapic": b64(bytes(1024))}, "msrs": [{"index": 16, "value": 12345}],
+                   "mpState": 0, "runState": "Running"}],
+        "vm": {"irqchips": [b64(b"\0"), b64(b"\1"), b64(b"\2")], "pit": b64(b"\x09"), "clock": b64(b"\x08")},
+        "devices": {"serial": {"registers": {"lcr": 3}, "receiveFIFO": b64(b"hi")}, "firmwareConfig": {"selector": 5, "offset": 1},
+                    "virtio": [{"status": 15, "deviceFeaturesSel": 1, "driverFeaturesSel": 1, "driverFeatures": 4294967296,
+                                "queueSel": 0, "interruptStatus": 1, "configGeneration": 0, "activated": True, "queues": [queue]}]},
+        "xen": {"callback_irq": 0},
+    }
+    missing = dict(state)
+    del missing["vm"]
+    bad_base64 = json.loads(json.dumps(state))
+    bad_base64["vm"]["pit"] = "not base64!"
+    whole = frame(state)
+    return {
+        "full": whole,
+        "no-vcpus": frame(dict(state, vcpus=[])),
+        "missing-vm": frame(missing),
+        "bad-base64": frame(bad_base64),
+        "version-2": frame(state, version=2),
+        "truncated": whole[:200],
+        "not-json": frame(b"{not json"),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 
 def main():
@@ -347,6 +390,8 @@ def main():
         write(os.path.join(args.out, "api"), name, data)
     for name, data in virtqueue_seeds().items():
         write(os.path.join(args.out, "virtqueue"), name, data)
+    for name, data in snapshot_seeds().items():
+        write(os.path.join(args.out, "snapshot"), name, data)
 
     for name in GUESTS:
         path = os.path.join(args.guests, name)

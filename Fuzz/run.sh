@@ -3,7 +3,7 @@
 #
 #   Fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]     default: 60 seconds, every target
 #
-# Targets: elf xen-notes bzimage hypercalls api virtqueue. They run one after another, each on a work copy of
+# Targets: elf xen-notes bzimage hypercalls api virtqueue snapshot. They run one after another, each on a work copy of
 # its committed seeds (Fuzz/corpus/<target>), so that what the fuzzer adds never dirties the
 # repository; the work corpus is kept and grows from run to run. Prints the executions of each
 # target and the total. Exits 1 if any target crashed (or timed out, or ran out of memory), and
@@ -21,7 +21,7 @@ cd "$root"
 
 seconds=${1:-60}
 shift || true
-all=(elf xen-notes bzimage hypercalls api virtqueue)
+all=(elf xen-notes bzimage hypercalls api virtqueue snapshot)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 
@@ -36,6 +36,7 @@ product() {
     hypercalls) echo FuzzHypercalls ;;
     api) echo FuzzAPI ;;
     virtqueue) echo FuzzVirtqueue ;;
+    snapshot) echo FuzzSnapshot ;;
     *) echo "Fuzz/run.sh: unknown target '$1' (targets: ${all[*]})" >&2; exit 2 ;;
   esac
 }
@@ -47,7 +48,7 @@ max_len() {
     xen-notes) echo 4096 ;;
     bzimage|hypercalls) echo 8192 ;;
     api) echo 4096 ;;
-    virtqueue) echo 16384 ;;
+    virtqueue|snapshot) echo 16384 ;;
   esac
 }
 

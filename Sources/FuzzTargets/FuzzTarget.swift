@@ -9,7 +9,7 @@ import Musl
 import FoundationEssentials
 import Loader
 
-/// The four fuzz targets: each is one executable (`FuzzELF`, ...) whose `main` is `FuzzDriver.main`,
+/// The fuzz targets: each is one executable (`FuzzELF`, ...) whose `main` is `FuzzDriver.main`,
 /// and one corpus folder, `Fuzz/corpus/<name>`.
 ///
 /// A target's `run` must return normally for every input: a Swift trap (overflow, index out of
@@ -28,6 +28,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case api
     /// Split-virtqueue processing over guest memory the input fills (`VirtqueueHarness`).
     case virtqueue
+    /// The snapshot file decoder (`SnapshotFile.decode`), on whole files with a right checksum
+    /// (the harness recomputes it, so the fuzzer reaches the state's decoding).
+    case snapshot
 
     /// The executable (SwiftPM product) that fuzzes this target.
     public var product: String {
@@ -38,6 +41,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .hypercalls: "FuzzHypercalls"
         case .api: "FuzzAPI"
         case .virtqueue: "FuzzVirtqueue"
+        case .snapshot: "FuzzSnapshot"
         }
     }
 
@@ -50,6 +54,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .hypercalls: 8192
         case .api: 4096
         case .virtqueue: 16384
+        case .snapshot: 16384
         }
     }
 
@@ -66,6 +71,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .hypercalls: _ = HypercallHarness.run(input)
         case .api: APIHarness.run(input)
         case .virtqueue: VirtqueueHarness.run(input)
+        case .snapshot: SnapshotHarness.run(input)
         }
     }
 }
@@ -112,6 +118,7 @@ public enum FuzzDriver {
         case .hypercalls: { data, size in FuzzTarget.hypercalls.run(FuzzDriver.bytes(data, size)); return 0 }
         case .api: { data, size in FuzzTarget.api.run(FuzzDriver.bytes(data, size)); return 0 }
         case .virtqueue: { data, size in FuzzTarget.virtqueue.run(FuzzDriver.bytes(data, size)); return 0 }
+        case .snapshot: { data, size in FuzzTarget.snapshot.run(FuzzDriver.bytes(data, size)); return 0 }
         }
     }
 

@@ -1,3 +1,4 @@
+import FoundationEssentials
 import Testing
 @testable import Snapshot
 
@@ -92,5 +93,19 @@ struct SnapshotFileTests {
         let memory = MachineState.Memory(size: 4 << 30, regions: [.init(guestAddress: 0, size: 3 << 30, fileOffset: 0),
                                                                  .init(guestAddress: 4 << 30, size: 1 << 30, fileOffset: 3 << 30)])
         #expect(memory.fileSize == 4 << 30)
+    }
+}
+
+@Suite("snapshot fuzz seeds")
+struct SnapshotSeedTests {
+    /// The fuzz target's "full" seed (Fuzz/make-corpus.py writes it in Python) is a snapshot this
+    /// decoder reads: the fuzzer starts from the success path.
+    @Test func theFullSeedDecodes() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Fuzz/corpus/snapshot/full").path
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        let state = try SnapshotFile.decode(bytes, path: path)
+        #expect(state.vcpus.first?.kvm["lapic"]?.bytes.count == 1024)
+        #expect(state.devices.virtio.first?.queues.first?.nextAvailable == 17)
     }
 }

@@ -40,6 +40,15 @@ public final class FirmwareConfig: BusDevice {
     private let items: [UInt16: [UInt8]]
     private let cursor = Mutex(Cursor())
 
+    /// The selected key and the offset in it, for a snapshot.
+    public var savedState: (selector: UInt16, offset: UInt32) {
+        cursor.withLock { (selector: $0.key, offset: UInt32(clamping: $0.offset)) }
+    }
+
+    public func restore(selector: UInt16, offset: UInt32) {
+        cursor.withLock { $0 = Cursor(key: selector, offset: Int(offset)) }
+    }
+
     public init(items: [UInt16: [UInt8]]) { self.items = items }
 
     public func read(offset: UInt64, size: Int) -> UInt64 {

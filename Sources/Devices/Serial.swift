@@ -48,6 +48,32 @@ public final class Serial16550: BusDevice {
         self.interruptLine = interruptLine
     }
 
+    /// The UART's registers by name and its receive FIFO, for a snapshot.
+    public var savedState: (registers: [String: UInt8], receiveFIFO: [UInt8]) {
+        state.withLock { s in
+            (["ier": s.ier, "lcr": s.lcr, "mcr": s.mcr, "scr": s.scr, "dll": UInt8(s.divisor & 0xFF), "dlm": UInt8(s.divisor >> 8),
+              "fifo": s.fifoEnabled ? 1 : 0, "overrun": s.overrun ? 1 : 0, "thre-pending": s.txEmptyPending ? 1 : 0], s.rx)
+        }
+    }
+
+    /// Puts back what `savedState` gave (names it does not know are ignored; the FIFO is cut to
+    /// its depth), and drives the interrupt line to match.
+    public func restore(registers: [String: UInt8], receiveFIFO: [UInt8]) {
+        state.withLock { s in
+            s = State()
+            s.ier = registers["ier"] ?? s.ier
+            s.lcr = registers["lcr"] ?? s.lcr
+            s.mcr = registers["mcr"] ?? s.mcr
+            s.scr = registers["scr"] ?? s.scr
+            s.divisor = UInt16(registers["dll"] ?? 12) | UInt16(registers["dlm"] ?? 0) << 8
+            s.fifoEnabled = registers["fifo"] == 1
+            s.overrun = registers["overrun"] == 1
+            s.txEmptyPending = registers["thre-pending"] == 1
+            s.rx = Array(receiveFIFO.prefix(Self.fifoDepth))
+            updateLine(&s)
+        }
+    }
+
     /// Queues input bytes as if they arrived on the line; returns how many fitted in the FIFO.
     @discardableResult
     public func receive(_ bytes: some Collection<UInt8>) -> Int {

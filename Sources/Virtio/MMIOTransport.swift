@@ -293,6 +293,61 @@ public final class MMIOTransport: Sendable {
         if effects.interrupt { interrupt() }
     }
 
+    /// The transport's registers and the queues as the device serves them, for a snapshot (the
+    /// VM is paused: no vCPU writes a register and the worker is idle).
+    public struct SavedState: Equatable, Sendable {
+        public var status: UInt32, deviceFeaturesSel: UInt32, driverFeaturesSel: UInt32, driverFeatures: UInt64
+        public var queueSel: UInt32, interruptStatus: UInt32, configGeneration: UInt32, activated: Bool
+        /// Each queue: the driver's configuration (`size`, the three areas, `ready`) and the
+        /// device's place in its rings.
+        public var queues: [Virtqueue]
+
+        public init(status: UInt32, deviceFeaturesSel: UInt32, driverFeaturesSel: UInt32, driverFeatures: UInt64, queueSel: UInt32,
+                    interruptStatus: UInt32, configGeneration: UInt32, activated: Bool, queues: [Virtqueue]) {
+            self.status = status; self.deviceFeaturesSel = deviceFeaturesSel; self.driverFeaturesSel = driverFeaturesSel
+            self.driverFeatures = driverFeatures; self.queueSel = queueSel; self.interruptStatus = interruptStatus
+            self.configGeneration = configGeneration; self.activated = activated; self.queues = queues
+        }
+    }
+
+    public var savedState: SavedState {
+        rings.withLock { rings in
+            state.withLock { s in
+                // The served queue carries the place; before activation the registers' copy is all there is.
+                let queues = s.activated ? rings : s.queues
+                return SavedState(status: s.status, deviceFeaturesSel: s.deviceFeaturesSel, driverFeaturesSel: s.driverFeaturesSel,
+                                  driverFeatures: s.driverFeatures, queueSel: s.queueSel, interruptStatus: s.interruptStatus,
+                                  configGeneration: s.configGeneration, activated: s.activated, queues: queues)
+            }
+        }
+    }
+
+    /// Puts a saved transport back (a restore, before any vCPU runs): the registers, the queues
+    /// with their places, and an activated device told its features again. A saved state that
+    /// does not fit this device (another number of queues, a size over its maximum, rings not in
+    /// guest RAM) is refused, naming what.
+    public func restore(_ saved: SavedState) throws(VirtqueueError) {
+        guard saved.queues.count == device.queueMaxSizes.count else {
+            throw .savedStateMismatch(why: "the snapshot has \(saved.queues.count) queues for a device with \(device.queueMaxSizes.count)")
+        }
+        for (index, queue) in saved.queues.enumerated() {
+            guard Virtqueue.isValidSize(UInt32(queue.size)), queue.size <= device.queueMaxSizes[index] else {
+                throw .savedStateMismatch(why: "queue \(index)'s size \(queue.size) does not fit the device")
+            }
+            if queue.ready { try queue.validate(in: memory) }
+        }
+        rings.withLock { rings in
+            state.withLock { s in
+                s = State(queues: saved.queues)
+                s.status = saved.status; s.deviceFeaturesSel = saved.deviceFeaturesSel; s.driverFeaturesSel = saved.driverFeaturesSel
+                s.driverFeatures = saved.driverFeatures; s.queueSel = saved.queueSel; s.interruptStatus = saved.interruptStatus
+                s.configGeneration = saved.configGeneration; s.activated = saved.activated
+            }
+            rings = saved.queues
+            if saved.activated { device.activate(features: saved.driverFeatures) }
+        }
+    }
+
     /// True once the driver has set DRIVER_OK and until a reset or a reset request: the device
     /// may use its queues.
     public var isLive: Bool {

@@ -26,6 +26,8 @@ public enum VirtqueueError: Error, Equatable, Sendable, CustomStringConvertible 
     /// An indirect descriptor where none may be: not negotiated, with NEXT set, inside an
     /// indirect table, or of a length that is not a non-zero multiple of 16 (§2.7.5.3).
     case invalidIndirect(head: UInt16, why: String)
+    /// A saved queue that does not fit the device it is restored into.
+    case savedStateMismatch(why: String)
 
     public var description: String {
         switch self {
@@ -39,6 +41,7 @@ public enum VirtqueueError: Error, Equatable, Sendable, CustomStringConvertible 
             "a buffer at 0x\(String(address, radix: 16)) (\(length) bytes) is not in guest RAM"
         case let .readableAfterWritable(head): "the chain from descriptor \(head) has a device-readable buffer after a device-writable one"
         case let .invalidIndirect(head, why): "the chain from descriptor \(head) has an invalid indirect descriptor: \(why)"
+        case let .savedStateMismatch(why): why
         }
     }
 }
@@ -63,7 +66,7 @@ public struct DescriptorChain: Equatable, Sendable {
 /// the three areas' addresses), the next available entry to take, and the used index. Takes
 /// chains from the available ring, returns them through the used ring, and decides whether the
 /// driver wants an interrupt (§2.7.7, with `VIRTIO_RING_F_EVENT_IDX` §2.7.10).
-public struct Virtqueue: Sendable {
+public struct Virtqueue: Equatable, Sendable {
     public static let maxSize: UInt16 = 32768
     static let descriptorSize: UInt64 = 16
     static let flagNext: UInt16 = 1, flagWrite: UInt16 = 2, flagIndirect: UInt16 = 4
@@ -87,6 +90,18 @@ public struct Virtqueue: Sendable {
     private var signalledUsed: UInt16? = nil
 
     public init(size: UInt16) { self.size = size }
+
+    /// Where the device was in the rings (a snapshot's), with the driver's configuration.
+    public var position: (nextAvailable: UInt16, nextUsed: UInt16, signalledUsed: UInt16?) {
+        (nextAvailable, nextUsed, signalledUsed)
+    }
+
+    /// Back to a saved place in the rings (a restore).
+    public mutating func resume(nextAvailable: UInt16, nextUsed: UInt16, signalledUsed: UInt16?) {
+        self.nextAvailable = nextAvailable
+        self.nextUsed = nextUsed
+        self.signalledUsed = signalledUsed
+    }
 
     /// The queue as after a reset: not ready, indices at zero, addresses cleared.
     public mutating func reset(maxSize: UInt16) {

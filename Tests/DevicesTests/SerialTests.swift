@@ -443,3 +443,36 @@ struct SerialLoopbackTests {
         #expect(uart.read(UART.msr) & 0xF0 == msr)
     }
 }
+
+@Suite("device state for snapshots")
+struct DeviceSavedStateTests {
+    @Test func theUARTRoundTrips() {
+        let uart = Serial16550(output: { _ in })
+        _ = uart.write(offset: 3, size: 1, value: 0x80)    // DLAB
+        _ = uart.write(offset: 0, size: 1, value: 0x01)    // divisor 1
+        _ = uart.write(offset: 3, size: 1, value: 0x1B)    // 8E1, DLAB off
+        _ = uart.write(offset: 1, size: 1, value: 0x01)    // receive interrupts
+        _ = uart.write(offset: 7, size: 1, value: 0x42)    // scratch
+        uart.receive(Array("abc".utf8))
+        let saved = uart.savedState
+        let copy = Serial16550(output: { _ in })
+        copy.restore(registers: saved.registers, receiveFIFO: saved.receiveFIFO)
+        #expect(copy.savedState.registers == saved.registers)
+        #expect(copy.read(offset: 7, size: 1) == 0x42)
+        #expect(copy.read(offset: 3, size: 1) == 0x1B)
+        #expect(copy.read(offset: 0, size: 1) == UInt64(UInt8(ascii: "a")), "the FIFO came along")
+        copy.restore(registers: [:], receiveFIFO: [UInt8](repeating: 1, count: 100))
+        #expect(copy.savedState.receiveFIFO.count == Serial16550.fifoDepth, "cut to the FIFO's depth")
+    }
+
+    @Test func firmwareConfigKeepsItsPlace() {
+        let config = FirmwareConfig(items: FirmwareConfig.items(cpus: 2, ramBytes: 1 << 20, commandLine: Array("hello".utf8)))
+        _ = config.write(offset: 0, size: 2, value: 0x15)
+        _ = config.read(offset: 1, size: 1)
+        let saved = config.savedState
+        #expect(saved.selector == 0x15 && saved.offset == 1)
+        let copy = FirmwareConfig(items: FirmwareConfig.items(cpus: 2, ramBytes: 1 << 20, commandLine: Array("hello".utf8)))
+        copy.restore(selector: saved.selector, offset: saved.offset)
+        #expect(copy.read(offset: 1, size: 1) == UInt64(UInt8(ascii: "e")))
+    }
+}

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <errno.h>
+#include <string.h>
 
 // System ioctls (/dev/kvm).
 static const unsigned long CKVM_GET_API_VERSION = KVM_GET_API_VERSION;
@@ -74,6 +75,62 @@ static inline int ckvm_ioctl(int fd, unsigned long request, unsigned long argume
 static inline int ckvm_ioctl_ptr(int fd, unsigned long request, void *argument) {
     return ioctl(fd, request, argument);
 }
+
+// Snapshots: the state structures as opaque blobs (their get/set ioctls and sizes), the MSR index
+// list, the dirty log.
+enum ckvm_state_kind {
+    CKVM_STATE_REGS, CKVM_STATE_SREGS, CKVM_STATE_XSAVE, CKVM_STATE_XCRS, CKVM_STATE_DEBUGREGS,
+    CKVM_STATE_LAPIC, CKVM_STATE_EVENTS, CKVM_STATE_IRQCHIP, CKVM_STATE_PIT2, CKVM_STATE_CLOCK,
+};
+static inline unsigned long ckvm_state_size(int kind) {
+    switch (kind) {
+    case CKVM_STATE_REGS: return sizeof(struct kvm_regs);
+    case CKVM_STATE_SREGS: return sizeof(struct kvm_sregs);
+    case CKVM_STATE_XSAVE: return sizeof(struct kvm_xsave);
+    case CKVM_STATE_XCRS: return sizeof(struct kvm_xcrs);
+    case CKVM_STATE_DEBUGREGS: return sizeof(struct kvm_debugregs);
+    case CKVM_STATE_LAPIC: return sizeof(struct kvm_lapic_state);
+    case CKVM_STATE_EVENTS: return sizeof(struct kvm_vcpu_events);
+    case CKVM_STATE_IRQCHIP: return sizeof(struct kvm_irqchip);
+    case CKVM_STATE_PIT2: return sizeof(struct kvm_pit_state2);
+    case CKVM_STATE_CLOCK: return sizeof(struct kvm_clock_data);
+    default: return 0;
+    }
+}
+static inline unsigned long ckvm_state_request(int kind, int set) {
+    switch (kind) {
+    case CKVM_STATE_REGS: return set ? KVM_SET_REGS : KVM_GET_REGS;
+    case CKVM_STATE_SREGS: return set ? KVM_SET_SREGS : KVM_GET_SREGS;
+    case CKVM_STATE_XSAVE: return set ? KVM_SET_XSAVE : KVM_GET_XSAVE;
+    case CKVM_STATE_XCRS: return set ? KVM_SET_XCRS : KVM_GET_XCRS;
+    case CKVM_STATE_DEBUGREGS: return set ? KVM_SET_DEBUGREGS : KVM_GET_DEBUGREGS;
+    case CKVM_STATE_LAPIC: return set ? KVM_SET_LAPIC : KVM_GET_LAPIC;
+    case CKVM_STATE_EVENTS: return set ? KVM_SET_VCPU_EVENTS : KVM_GET_VCPU_EVENTS;
+    case CKVM_STATE_IRQCHIP: return set ? KVM_SET_IRQCHIP : KVM_GET_IRQCHIP;
+    case CKVM_STATE_PIT2: return set ? KVM_SET_PIT2 : KVM_GET_PIT2;
+    case CKVM_STATE_CLOCK: return set ? KVM_SET_CLOCK : KVM_GET_CLOCK;
+    default: return 0;
+    }
+}
+/// KVM_GET_MSR_INDEX_LIST on the system fd into `indices` (at most `capacity`): the count, or -errno.
+static inline int ckvm_msr_index_list(int fd, uint32_t *indices, uint32_t capacity) {
+    struct { struct kvm_msr_list list; uint32_t room[1024]; } request;
+    if (capacity > 1024) capacity = 1024;
+    request.list.nmsrs = 1024;
+    if (ioctl(fd, KVM_GET_MSR_INDEX_LIST, &request) < 0) return -errno;
+    uint32_t n = request.list.nmsrs < capacity ? request.list.nmsrs : capacity;
+    for (uint32_t i = 0; i < n; i++) indices[i] = request.list.indices[i];
+    return (int)n;
+}
+/// KVM_GET_DIRTY_LOG for `slot` into `bitmap` (one bit per page): 0, or -errno.
+static inline int ckvm_dirty_log(int fd, uint32_t slot, void *bitmap) {
+    struct kvm_dirty_log log;
+    memset(&log, 0, sizeof log);
+    log.slot = slot;
+    log.dirty_bitmap = bitmap;
+    return ioctl(fd, KVM_GET_DIRTY_LOG, &log) < 0 ? -errno : 0;
+}
+static const uint32_t CKVM_MEM_LOG_DIRTY_PAGES = KVM_MEM_LOG_DIRTY_PAGES;
 
 // kvm_run accessors: the exit union is anonymous in C, so Swift reaches it through these.
 static inline uint32_t ckvm_run_exit_reason(const struct kvm_run *run) { return run->exit_reason; }

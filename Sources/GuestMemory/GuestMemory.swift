@@ -75,7 +75,18 @@ public final class GuestMemory: @unchecked Sendable {
 
     /// Maps the given regions. Each `(start, size)` must be 4 KiB aligned, non-empty, and the
     /// regions must be sorted and disjoint.
-    public init(regions layout: [(start: UInt64, size: UInt64)]) throws(GuestMemoryError) {
+    public convenience init(regions layout: [(start: UInt64, size: UInt64)]) throws(GuestMemoryError) {
+        try self.init(regions: layout, file: nil)
+    }
+
+    /// Maps the regions from a memory file (a snapshot's), region after region from offset 0,
+    /// copy-on-write (`MAP_PRIVATE`): pages are read when first touched, the guest's writes stay
+    /// in this process, and several VMs can map one file. The file must hold every region.
+    public convenience init(regions layout: [(start: UInt64, size: UInt64)], mappingFile fd: Int32) throws(GuestMemoryError) {
+        try self.init(regions: layout, file: fd)
+    }
+
+    private init(regions layout: [(start: UInt64, size: UInt64)], file: Int32?) throws(GuestMemoryError) {
         guard !layout.isEmpty else { throw .invalidLayout("no RAM regions") }
         var previousEnd: UInt64 = 0
         for (index, region) in layout.enumerated() {
@@ -92,14 +103,17 @@ public final class GuestMemory: @unchecked Sendable {
         }
         var mapped: [GuestMemoryRegion] = []
         var bases: [UnsafeMutableRawPointer] = []
+        var fileOffset: UInt64 = 0
         for region in layout {
             guard region.size <= UInt64(Int.max) else {
                 Self.unmap(bases, mapped)
                 throw .mapFailed(size: region.size, errno: ENOMEM)
             }
-            // unsafe: an anonymous private mapping owned by this object until deinit.
-            let pointer = mmap(nil, Int(region.size), PROT_READ | PROT_WRITE,
-                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            // unsafe: a private mapping (anonymous, or of the file) owned by this object until deinit.
+            let pointer = file.map { fd in
+                mmap(nil, Int(region.size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, off_t(fileOffset))
+            } ?? mmap(nil, Int(region.size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            fileOffset += region.size
             guard let pointer, pointer != MAP_FAILED else {
                 let error = errno
                 Self.unmap(bases, mapped)
@@ -117,6 +131,38 @@ public final class GuestMemory: @unchecked Sendable {
 
     private static func unmap(_ bases: [UnsafeMutableRawPointer], _ regions: [GuestMemoryRegion]) {
         for (base, region) in zip(bases, regions) { munmap(base, Int(region.size)) }
+    }
+
+    /// Writes region `index` whole to `fd` at `offset` (a full snapshot's memory file); the bytes
+    /// written, or -errno.
+    public func writeRegion(_ index: Int, to fd: Int32, offset: Int64) -> Int {
+        guard index < regions.count else { return -Int(EINVAL) }
+        var done = 0
+        let size = Int(regions[index].size)
+        while done < size {
+            // unsafe: inside the region's own mapping.
+            let n = pwrite(fd, bases[index] + done, min(size - done, 1 << 30), off_t(offset) + off_t(done))
+            if n < 0 { if errno == EINTR { continue }; return -Int(errno) }
+            if n == 0 { return -Int(EIO) }
+            done += n
+        }
+        return done
+    }
+
+    /// Writes the 4 KiB pages of region `index` whose bits are set in `bitmap` (bit n of word w:
+    /// page 64w + n) to `fd`, each at `offset` plus its place in the region (a diff snapshot);
+    /// the pages written, or -errno.
+    public func writePages(of index: Int, bitmap: [UInt64], to fd: Int32, offset: Int64) -> Int {
+        guard index < regions.count else { return -Int(EINVAL) }
+        let pages = Int(regions[index].size / 4096)
+        var written = 0
+        for page in 0..<pages where bitmap.count > page / 64 && bitmap[page / 64] >> UInt64(page % 64) & 1 == 1 {
+            // unsafe: page < pages, inside the region's mapping.
+            let n = pwrite(fd, bases[index] + page * 4096, 4096, off_t(offset) + off_t(page * 4096))
+            if n != 4096 { return -Int(n < 0 ? errno : EIO) }
+            written += 1
+        }
+        return written
     }
 
     /// True if `[address, address + length)` lies inside one RAM region.

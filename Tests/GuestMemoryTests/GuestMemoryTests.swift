@@ -1,4 +1,7 @@
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 @testable import GuestMemory
 
 private let KiB: UInt64 = 1024, MiB: UInt64 = 1024 * KiB, GiB: UInt64 = 1024 * MiB
@@ -270,5 +273,39 @@ struct GuestMemoryDataTests {
     func errorDescriptions() {
         #expect(GuestMemoryError.outOfBounds(address: 0x1000, length: 0x10).description.contains("0x1000+0x10"))
         #expect(GuestMemoryError.invalidLayout("no RAM regions").description.contains("no RAM regions"))
+    }
+}
+
+@Suite("guest memory and snapshot files")
+struct GuestMemoryFileTests {
+    @Test func aMemoryFileRoundTripsPrivately() throws {
+        let memory = try GuestMemory(regions: [(0, 0x2000), (0x10000, 0x1000)])
+        try memory.write([1, 2, 3], at: GuestAddress(0x1FFD))
+        try memory.write([9], at: GuestAddress(0x10000))
+        let path = "/tmp/swiftlet-memfile-\(getpid())"
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+        defer { close(fd); unlink(path) }
+        #expect(memory.writeRegion(0, to: fd, offset: 0) == 0x2000)
+        #expect(memory.writeRegion(1, to: fd, offset: 0x2000) == 0x1000)
+        let restored = try GuestMemory(regions: [(0, 0x2000), (0x10000, 0x1000)], mappingFile: fd)
+        #expect(try restored.read(at: GuestAddress(0x1FFD), count: 3) == [1, 2, 3])
+        #expect(try restored.read(at: GuestAddress(0x10000), count: 1) == [9])
+        // Copy-on-write: the guest's writes do not reach the file (clones share it).
+        try restored.write([7], at: GuestAddress(0x10000))
+        let again = try GuestMemory(regions: [(0, 0x2000), (0x10000, 0x1000)], mappingFile: fd)
+        #expect(try again.read(at: GuestAddress(0x10000), count: 1) == [9])
+    }
+
+    @Test func dirtyPagesOnly() throws {
+        let memory = try GuestMemory(regions: [(0, 0x4000)])
+        try memory.write([0xAA], at: GuestAddress(0x1000))
+        try memory.write([0xBB], at: GuestAddress(0x3000))
+        let path = "/tmp/swiftlet-diff-\(getpid())"
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+        defer { close(fd); unlink(path) }
+        #expect(memory.writePages(of: 0, bitmap: [0b0010], to: fd, offset: 0) == 1)
+        var byte: UInt8 = 0
+        #expect(pread(fd, &byte, 1, 0x1000) == 1 && byte == 0xAA)
+        #expect(pread(fd, &byte, 1, 0x3000) == 0, "page 3 was not dirty")
     }
 }

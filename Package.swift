@@ -50,7 +50,7 @@ let package = Package(
         // Snapshots (README, Snapshots): the file format and the state records, pure.
         .target(name: "Snapshot", swiftSettings: strict),
         .target(name: "VMM", dependencies: [
-            "KVM", "GuestMemory", "Loader", "X86", "Devices", "Hypercalls", "Virtio", "EventLoop", "CSwiftletSystem",
+            "KVM", "GuestMemory", "Loader", "X86", "Devices", "Hypercalls", "Virtio", "EventLoop", "Snapshot", "CSwiftletSystem",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: strict),

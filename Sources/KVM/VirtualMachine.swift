@@ -22,8 +22,10 @@ public final class VirtualMachine: Sendable {
     }
 
     /// `KVM_SET_USER_MEMORY_REGION`: backs `[guestAddress, +size)` with host memory at `hostAddress`.
-    public func setMemoryRegion(slot: UInt32, guestAddress: UInt64, size: UInt64, hostAddress: UInt64) throws(KVMError) {
-        var region = kvm_userspace_memory_region(slot: slot, flags: 0, guest_phys_addr: guestAddress,
+    /// `logDirtyPages`: `KVM_MEM_LOG_DIRTY_PAGES`, for `dirtyPages(slot:pages:)`.
+    public func setMemoryRegion(slot: UInt32, guestAddress: UInt64, size: UInt64, hostAddress: UInt64,
+                                logDirtyPages: Bool = false) throws(KVMError) {
+        var region = kvm_userspace_memory_region(slot: slot, flags: logDirtyPages ? CKVM_MEM_LOG_DIRTY_PAGES : 0, guest_phys_addr: guestAddress,
                                                  memory_size: size, userspace_addr: hostAddress)
         _ = try ioctlPointer(fd.rawValue, CKVM_SET_USER_MEMORY_REGION, &region, "KVM_SET_USER_MEMORY_REGION",
                              context: "slot \(slot) at 0x\(String(guestAddress, radix: 16))")

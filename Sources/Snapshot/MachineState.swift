@@ -62,9 +62,15 @@ public struct MachineState: Codable, Equatable, Sendable {
         public var xen: Bool
         public var trackDirtyPages: Bool
         public var virtio: [VirtioSpec]
-        public init(cpus: Int, bootCPU: Int, memorySize: UInt64, xen: Bool, trackDirtyPages: Bool, virtio: [VirtioSpec]) {
+        /// The command line the guest was booted with (fw_cfg serves it).
+        public var commandLine: String
+        /// The protocol it was booted by (for reports).
+        public var bootProtocol: String
+        public init(cpus: Int, bootCPU: Int, memorySize: UInt64, xen: Bool, trackDirtyPages: Bool, virtio: [VirtioSpec],
+                    commandLine: String = "", bootProtocol: String = "pvh") {
             self.cpus = cpus; self.bootCPU = bootCPU; self.memorySize = memorySize; self.xen = xen
-            self.trackDirtyPages = trackDirtyPages; self.virtio = virtio
+            self.trackDirtyPages = trackDirtyPages; self.virtio = virtio; self.commandLine = commandLine
+            self.bootProtocol = bootProtocol
         }
     }
 

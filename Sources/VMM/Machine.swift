@@ -48,6 +48,8 @@ public struct MachineConfiguration: Sendable {
     public var probeForbiddenSyscall = false
     /// virtio-mmio devices, in order: windows from `Layout.virtioBase`, pins from `Layout.virtioIRQs`.
     public var virtio: [VirtioDeviceSpec] = []
+    /// `KVM_MEM_LOG_DIRTY_PAGES` on guest RAM, so that a diff snapshot can save only written pages.
+    public var trackDirtyPages = false
     /// Forward standard input to the serial port.
     public var forwardInput: Bool
     /// Where the serial port's output goes (stdout by default).
@@ -201,8 +203,12 @@ public final class Machine: Sendable {
     let drives: [String: (device: BlockDevice, transport: MMIOTransport)]
     /// The virtio console, if there is one: standard input goes to it.
     let virtioConsole: ConsoleDevice?
-    /// Each virtio device's worker thread and eventfds.
+    /// Each virtio device's worker thread and eventfds, and its transport, in window order.
     let virtioWorkers: [VirtioWorker]
+    let transports: [MMIOTransport]
+    let firmwareConfig: FirmwareConfig
+    /// The CPUID every vCPU was given (before each one's APIC ID), for snapshots.
+    let cpuid: [CPUIDEntry]
     let logger: Logger
     let stopState = Mutex<VMOutcome?>(nil)
     let slots: [VCPUSlot]
@@ -239,13 +245,14 @@ public final class Machine: Sendable {
         system = created.system
         vm = created.vm
         let cpuid = try MachineBuilder.cpuid(configuration, system: system, xen: xenEnabled)
+        self.cpuid = cpuid
         var bootState = boot
         if configuration.mpTable {
             try MachineBuilder.writeMPTable(configuration, cpuid: cpuid, in: memory)
             bootState.placements["mp_table"] = MPTable.floatingPointerAddress
         }
         self.bootState = bootState
-        try MachineBuilder.registerMemory(memory, with: vm)
+        try MachineBuilder.registerMemory(memory, with: vm, trackDirtyPages: configuration.trackDirtyPages)
 
         let devices = try MachineBuilder.devices(configuration, vm: vm, commandLine: kernel.guestCommandLine(configuration),
                                                  virtio: virtio, memory: memory, logger: logger)
@@ -256,6 +263,8 @@ public final class Machine: Sendable {
         drives = devices.drives
         virtioConsole = devices.console
         virtioWorkers = devices.workers
+        transports = devices.transports
+        firmwareConfig = devices.firmwareConfig
 
         vcpus = try MachineBuilder.vcpus(configuration, vm: vm, cpuid: cpuid, boot: bootState)
         // Hypercalls need the caller's registers; with sync regs they come with the exit.
@@ -710,11 +719,15 @@ public final class Machine: Sendable {
         for slot in slots where slot.runState == .running {
             _ = pauseVCPU(slot)
         }
+        // Then the devices: nothing writes guest memory while the VM is paused (a snapshot's
+        // memory and queue state agree).
+        for transport in transports { transport.quiesce() }
     }
 
     /// Resumes every vCPU (those paused one by one too). Refused unless the VM is paused.
     public func resume() throws(VMStateError) {
         try lifecycle.withLock { lifecycle throws(VMStateError) in try lifecycle.apply(.resume) }
+        for transport in transports { transport.resumeProcessing() }
         for slot in slots where slot.runState == .paused { _ = resumeVCPU(slot) }
     }
 

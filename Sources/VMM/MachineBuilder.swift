@@ -62,6 +62,8 @@ enum MachineBuilder {
         let drives: [String: (device: BlockDevice, transport: MMIOTransport)]
         /// One per virtio device, in window order.
         let workers: [VirtioWorker]
+        let transports: [MMIOTransport]
+        let firmwareConfig: FirmwareConfig
         let console: ConsoleDevice?
     }
 
@@ -227,11 +229,11 @@ enum MachineBuilder {
         do { try BootSetup.write(table, in: memory) } catch { throw .memory(error) }
     }
 
-    static func registerMemory(_ memory: GuestMemory, with vm: VirtualMachine) throws(MachineError) {
+    static func registerMemory(_ memory: GuestMemory, with vm: VirtualMachine, trackDirtyPages: Bool = false) throws(MachineError) {
         do {
             for (slot, region) in memory.regions.enumerated() {
                 try vm.setMemoryRegion(slot: UInt32(slot), guestAddress: region.start.rawValue,
-                                       size: region.size, hostAddress: region.hostAddress)
+                                       size: region.size, hostAddress: region.hostAddress, logDirtyPages: trackDirtyPages)
             }
         } catch { throw .kvm(error) }
     }
@@ -242,6 +244,8 @@ enum MachineBuilder {
         let serial = Serial16550(output: configuration.serialOutput, interruptLine: { high in
             try? vm.setInterruptLine(Serial16550.com1IRQ, high: high)
         })
+        let firmwareConfig = FirmwareConfig(items: FirmwareConfig.items(
+            cpus: configuration.cpus, ramBytes: configuration.memorySize, commandLine: commandLine))
         let keyboard = I8042(keyboardInterruptLine: { high in
             try? vm.setInterruptLine(I8042.keyboardIRQ, high: high)
         })
@@ -251,8 +255,7 @@ enum MachineBuilder {
             (PowerOffPort.defaultPort, PowerOffPort.width, PowerOffPort()),
             (CheckpointPort.defaultPort, CheckpointPort.width, CheckpointPort()),
             (I8042.dataPort, I8042.commandPort - I8042.dataPort + 1, keyboard),
-            (FirmwareConfig.selectorPort, FirmwareConfig.width, FirmwareConfig(items: FirmwareConfig.items(
-                cpus: configuration.cpus, ramBytes: configuration.memorySize, commandLine: commandLine))),
+            (FirmwareConfig.selectorPort, FirmwareConfig.width, firmwareConfig),
         ]
         if configuration.acpi {   // the FADT's sleep control/status registers
             portDevices.append((ACPI.sleepControlPort, 2, SleepControlPort(poweroffSleepType: ACPI.s5SleepType)))
@@ -261,6 +264,7 @@ enum MachineBuilder {
         // interrupts go through eventfds that KVM serves, and each device works on its own thread.
         var drives: [String: (device: BlockDevice, transport: MMIOTransport)] = [:]
         var workers: [VirtioWorker] = []
+        var transports: [MMIOTransport] = []
         var mmioDevices: [(base: UInt64, length: UInt64, device: any BusDevice)] = []
         for (index, (device, window)) in zip(virtio.devices, virtio.windows).enumerated() {
             let worker: VirtioWorker
@@ -272,13 +276,14 @@ enum MachineBuilder {
                                           notify: worker.notify, interrupt: worker.interrupt)
             do { try worker.attach(transport) } catch { throw .configuration(error.description) }
             workers.append(worker)
+            transports.append(transport)
             if let block = device as? BlockDevice { drives[block.id] = (block, transport) }
             mmioDevices.append((window.base, Layout.virtioSlotSize, VirtioMMIODevice(transport)))
         }
         do {
             return DeviceSet(ports: try Bus(.port, devices: portDevices, logger: logger),
                              mmio: try Bus(.mmio, devices: mmioDevices, logger: logger), serial: serial, keyboard: keyboard,
-                             drives: drives, workers: workers, console: virtio.devices.lazy.compactMap { $0 as? ConsoleDevice }.first)
+                             drives: drives, workers: workers, transports: transports, firmwareConfig: firmwareConfig, console: virtio.devices.lazy.compactMap { $0 as? ConsoleDevice }.first)
         } catch { throw .configuration(error.description) }
     }
 

@@ -47,6 +47,8 @@ public final class MMIOTransport: Sendable {
         var configGeneration: UInt32 = 0
         var activated = false
         var problemLogged = false
+        /// The VM is paused: the device touches no queue (`quiesce`).
+        var quiesced = false
     }
 
     /// What a register write asks for once the register lock is released.
@@ -348,6 +350,24 @@ public final class MMIOTransport: Sendable {
         }
     }
 
+    /// Stops the device touching its queues and guest memory (the VM is paused), once the work in
+    /// progress is done. Notifications meanwhile are remembered by the rings themselves.
+    public func quiesce() {
+        rings.withLock { _ in state.withLock { $0.quiesced = true } }
+    }
+
+    /// Lets the device work again, and has it look at every queue for what arrived meanwhile.
+    public func resumeProcessing() {
+        let live = state.withLock { s -> Bool in
+            defer { s.quiesced = false }
+            return s.quiesced && s.activated
+        }
+        guard live else { return }
+        for index in 0..<queueCount {
+            if let notify { notify(index) } else { process(queue: index) }
+        }
+    }
+
     /// True once the driver has set DRIVER_OK and until a reset or a reset request: the device
     /// may use its queues.
     public var isLive: Bool {
@@ -362,7 +382,7 @@ public final class MMIOTransport: Sendable {
         rings.withLock { rings in
             // A reset or an activation takes this lock too: neither can happen while the device works.
             guard index < rings.count, rings[index].ready,
-                  state.withLock({ $0.activated && $0.status & Status.needsReset == 0 }) else { return }
+                  state.withLock({ $0.activated && !$0.quiesced && $0.status & Status.needsReset == 0 }) else { return }
             var queue = rings[index]
             var failure: VirtqueueError?
             var wanted = false

@@ -1,4 +1,7 @@
 import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A snapshot file that cannot be read or used: the file and what is wrong, in one line.
 public struct SnapshotError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -58,6 +61,27 @@ public enum SnapshotFile {
         bytes += body
         append(&bytes, CRC32.checksum(bytes))
         return bytes
+    }
+
+    /// Reads and decodes the snapshot file at `path`.
+    public static func read(path: String) throws(SnapshotError) -> MachineState {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SnapshotError(path: path, problem: "cannot read the snapshot: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = Glibc.read(fd, &chunk, chunk.count)
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw SnapshotError(path: path, problem: "cannot read the snapshot: \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            bytes += chunk[0..<n]
+            if bytes.count >= magic.count && !bytes.starts(with: magic) { break }   // not a snapshot: no need to read on
+            guard bytes.count <= maxStateSize + headerSize + 4 else {
+                throw SnapshotError(path: path, problem: "larger than any snapshot (is it the memory file?)")
+            }
+        }
+        return try decode(bytes, path: path)
     }
 
     /// Reads a snapshot's bytes; `path` names the file in errors.

@@ -6,6 +6,7 @@ import Loader
 import Logging
 import Dispatch
 import Synchronization
+import Snapshot
 import Virtio
 import X86
 #if canImport(Glibc)
@@ -278,6 +279,149 @@ public final class Machine: Sendable {
             "memory": "\(configuration.memorySize)", "cpus": "\(configuration.cpus)"])
     }
 
+    /// Builds a machine from a snapshot (`swiftlet run --restore`, `PUT /snapshot/load`): guest
+    /// memory mapped copy-on-write from `memoryPath` (pages load when first touched), the devices
+    /// the snapshot names reopened, every vCPU's and the VM's KVM state applied in the order KVM
+    /// requires (CPUID first; MP state, registers, XSAVE, XCRs, debug registers, LAPIC, MSRs; pending
+    /// events last; then the irqchips, the PIT and the clock), then each device's state. No guest
+    /// code runs until it is launched (`startPaused()` first to keep it paused).
+    /// `base` gives what a snapshot does not hold (console, syscall filter, API).
+    public init(restoringFrom statePath: String, memoryPath: String, base: MachineConfiguration, kvmPath: String = "/dev/kvm",
+                logger: Logger = Logger(label: "swiftlet")) throws(MachineError) {
+        func refuse(_ problem: String) -> MachineError { .configuration("\(statePath): \(problem)") }
+        let saved: MachineState
+        do { saved = try SnapshotFile.read(path: statePath) } catch { throw .configuration(error.description) }
+        guard !saved.configuration.xen else { throw refuse("a snapshot with the Xen-style interface cannot be restored yet") }
+        var configuration = base
+        configuration.kernel = KernelFile(path: statePath, bytes: [])
+        configuration.commandLine = Array(saved.configuration.commandLine.utf8)
+        configuration.memorySize = saved.configuration.memorySize
+        configuration.cpus = saved.configuration.cpus
+        configuration.bootCPU = saved.configuration.bootCPU
+        configuration.trackDirtyPages = saved.configuration.trackDirtyPages
+        configuration.xen = .off
+        var specs: [VirtioDeviceSpec] = []
+        for spec in saved.configuration.virtio {
+            guard let device = VirtioDeviceSpec(saved: spec) else { throw refuse("a virtio device of kind \"\(spec.kind)\" this Swiftlet does not know") }
+            specs.append(device)
+        }
+        configuration.virtio = specs
+        self.configuration = configuration
+        self.logger = logger
+        try MachineBuilder.checkConfiguration(configuration)
+        bootProtocol = BootProtocol(rawValue: saved.configuration.bootProtocol) ?? .pvh
+        protocolReason = "restored from \(statePath)"
+        xenEnabled = false
+
+        // Guest memory: the layout must be this Swiftlet's for that size, the file big enough.
+        let layout = Layout.ramRegions(size: configuration.memorySize)
+        guard layout.map({ [$0.start, $0.size] }) == saved.memory.regions.map({ [$0.guestAddress, $0.size] }),
+              saved.memory.regions.allSatisfy({ $0.fileOffset + $0.size <= saved.memory.fileSize }) else {
+            throw refuse("its memory layout is not the one this Swiftlet gives \(configuration.memorySize >> 20) MiB")
+        }
+        let fd = open(memoryPath, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .configuration("\(memoryPath): cannot open the memory file: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, UInt64(info.st_size) == saved.memory.fileSize else {
+            throw .configuration("\(memoryPath): the memory file has \(info.st_size) bytes; the snapshot \(statePath) needs \(saved.memory.fileSize)")
+        }
+        var offset: UInt64 = 0
+        for region in saved.memory.regions {   // mapped in order, each at its offset
+            guard region.fileOffset == offset else { throw refuse("its memory regions are not in file order") }
+            offset += region.size
+        }
+        do { memory = try GuestMemory(regions: layout, mappingFile: fd) } catch { throw .memory(error) }
+
+        let virtio: MachineBuilder.VirtioSet
+        do { virtio = try MachineBuilder.virtioDevices(configuration) } catch {
+            throw refuse("a device it needs cannot be opened: \(error.description)")
+        }
+        let created = try MachineBuilder.virtualMachine(configuration, kvmPath: kvmPath, xen: false)
+        system = created.system
+        vm = created.vm
+        let cpuid = saved.host.cpuid.map {
+            CPUIDEntry(function: $0.function, index: $0.index, flags: $0.flags, eax: $0.eax, ebx: $0.ebx, ecx: $0.ecx, edx: $0.edx)
+        }
+        self.cpuid = cpuid
+        let hostVendor: String
+        do { hostVendor = Self.vendor(try system.supportedCPUID()) } catch { throw .kvm(error) }
+        guard hostVendor == saved.host.cpuVendor else {
+            throw refuse("it was made on a \(saved.host.cpuVendor) CPU; this host's is \(hostVendor)")
+        }
+        bootState = BootState()
+        try MachineBuilder.registerMemory(memory, with: vm, trackDirtyPages: configuration.trackDirtyPages)
+        let devices = try MachineBuilder.devices(configuration, vm: vm, commandLine: configuration.commandLine,
+                                                 virtio: virtio, memory: memory, logger: logger)
+        ports = devices.ports
+        mmio = devices.mmio
+        serial = devices.serial
+        keyboard = devices.keyboard
+        drives = devices.drives
+        virtioConsole = devices.console
+        virtioWorkers = devices.workers
+        transports = devices.transports
+        firmwareConfig = devices.firmwareConfig
+
+        guard saved.vcpus.map(\.id) == Array(0..<configuration.cpus) else { throw refuse("its vCPU list does not match its \(configuration.cpus) vCPUs") }
+        guard saved.devices.virtio.count == transports.count, saved.vm.irqchips.count == 3 else {
+            throw refuse("its device state does not match its configuration")
+        }
+        var vcpus: [VCPU] = []
+        do {
+            for state in saved.vcpus {
+                let vcpu = try vm.createVCPU(id: state.id)
+                try vcpu.setCPUID(CPUIDTemplate.entries(from: cpuid, apicID: UInt32(state.id), count: configuration.cpus))
+                try vcpu.setMPState(MPState(rawValue: state.mpState) ?? .runnable)
+                for part in KVMState.perVCPU where part != .events {
+                    guard let bytes = state.kvm[part.rawValue] else { throw refuse("vCPU \(state.id) has no \(part.rawValue)") }
+                    try vcpu.restore(part, bytes.bytes)
+                }
+                try vcpu.setMSRs(state.msrs.map { ($0.index, $0.value) })
+                guard let events = state.kvm[KVMState.events.rawValue] else { throw refuse("vCPU \(state.id) has no events") }
+                try vcpu.restore(.events, events.bytes)
+                vcpus.append(vcpu)
+            }
+            for (chip, bytes) in saved.vm.irqchips.enumerated() {
+                var chipBytes = bytes.bytes
+                if chipBytes.count >= 4 { chipBytes[0] = UInt8(chip); chipBytes[1] = 0; chipBytes[2] = 0; chipBytes[3] = 0 }
+                try vm.restore(.irqchip, chipBytes)
+            }
+            try vm.restore(.pit2, saved.vm.pit.bytes)
+            try vm.restore(.clock, saved.vm.clock.bytes)
+        } catch let error as MachineError {
+            throw error
+        } catch let error as KVMError {
+            throw .kvm(error)
+        } catch {
+            throw refuse("\(error)")
+        }
+        self.vcpus = vcpus
+        serial.restore(registers: saved.devices.serial.registers, receiveFIFO: saved.devices.serial.receiveFIFO.bytes)
+        firmwareConfig.restore(selector: saved.devices.firmwareConfig.selector, offset: saved.devices.firmwareConfig.offset)
+        for (transport, t) in zip(transports, saved.devices.virtio) {
+            let queues = t.queues.map { q -> Virtqueue in
+                var queue = Virtqueue(size: q.size)
+                queue.descriptorTable = q.descriptorTable; queue.availableRing = q.availableRing; queue.usedRing = q.usedRing
+                queue.ready = q.ready
+                queue.indirect = t.driverFeatures & VirtioFeature.indirectDescriptors != 0
+                queue.eventIndex = t.driverFeatures & VirtioFeature.eventIndex != 0
+                queue.resume(nextAvailable: q.nextAvailable, nextUsed: q.nextUsed, signalledUsed: q.signalledUsed)
+                return queue
+            }
+            do {
+                try transport.restore(.init(status: t.status, deviceFeaturesSel: t.deviceFeaturesSel, driverFeaturesSel: t.driverFeaturesSel,
+                                            driverFeatures: t.driverFeatures, queueSel: t.queueSel, interruptStatus: t.interruptStatus,
+                                            configGeneration: t.configGeneration, activated: t.activated, queues: queues))
+            } catch { throw refuse("a virtio device's state does not fit it: \(error)") }
+        }
+        registersSynced = false
+        slots = vcpus.map(VCPUSlot.init)
+        for (slot, state) in zip(slots, saved.vcpus) where state.runState == "Parked" { slot.parked.store(true, ordering: .releasing) }
+        initialMPStates = vcpus.map { try? $0.mpState() }
+        logger.debug("machine restored", metadata: ["snapshot": "\(statePath)", "memory": "\(memoryPath)"])
+    }
+
     /// LVT LINT0 = ExtINT, LINT1 = NMI, as a PC's BIOS leaves them (Intel MP spec 3.6.2.3).
     static func configureLocalAPIC(_ vcpu: VCPU) throws(KVMError) {
         var page = try vcpu.localAPIC()
@@ -297,6 +441,17 @@ public final class Machine: Sendable {
     /// resume and vCPU events (queued for the vCPU threads `run()` starts). For a caller that runs
     /// `run()` on another thread and must answer for the VM's state at once (the API's
     /// InstanceStart). `run()` calls it itself if nobody has.
+    /// Not started → Paused: the vCPU threads will hold before their first `KVM_RUN` (a restore
+    /// asked to stay paused); `resume()` lets them go.
+    public func startPaused() throws(VMStateError) {
+        try lifecycle.withLock { lifecycle throws(VMStateError) in
+            try lifecycle.apply(.start)
+            try lifecycle.apply(.pause)
+            for slot in slots { slot.activatePaused() }
+        }
+        for transport in transports { transport.quiesce() }
+    }
+
     public func start() throws(VMStateError) {
         try lifecycle.withLock { lifecycle throws(VMStateError) in
             try lifecycle.apply(.start)

@@ -144,6 +144,11 @@ final class VCPUSlot: Sendable {
         control.withLock { $0.threadActive = true; setRunState(&$0, .running) }
     }
 
+    /// As `activate`, but held: the thread waits for a resume before it enters the guest.
+    func activatePaused() {
+        control.withLock { $0.threadActive = true; setRunState(&$0, .paused) }
+    }
+
     /// Called on the vCPU thread before its first `KVM_RUN`, so that kicks can signal it. A kick
     /// before this still sets `immediate_exit`, which makes that first `KVM_RUN` return at once.
     func attach(_ thread: NativeThread) {

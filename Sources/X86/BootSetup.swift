@@ -44,6 +44,8 @@ public struct BootState: Equatable, Sendable {
     /// Where each boot structure went, for logs, reports and tests.
     public var placements: [String: UInt64] = [:]
 
+    public init() {}
+
     /// Applies the boot segment and control state to `sregs` read from the vCPU.
     public func apply(to sregs: inout SpecialRegisters) {
         sregs.cs = cs

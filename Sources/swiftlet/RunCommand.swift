@@ -89,6 +89,15 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("The guest's console: serial (the 16550, ttyS0) or virtio (a virtio console, hvc0; standard input goes to it and the default command line says console=hvc0). The 16550 stays either way.", valueName: "serial|virtio"))
     var console: ConsoleChoice = .serial
 
+    @Option(help: ArgumentHelp("Restore a VM from this snapshot file (made by PUT /snapshot/create) instead of booting a kernel; needs --memory-file. The machine's size, vCPUs and devices are the snapshot's.", valueName: "file"))
+    var restore: String?
+
+    @Option(name: .customLong("memory-file"), help: ArgumentHelp("The guest memory file of --restore's snapshot (mapped copy-on-write: pages load when first touched, and several VMs can share it).", valueName: "file"))
+    var memoryFile: String?
+
+    @Flag(help: "With --restore: keep the restored VM paused (resume it with PATCH /vm over --api-sock).")
+    var paused = false
+
     @Option(name: .customLong("api-sock"), help: ArgumentHelp("Also serve Firecracker's API on this Unix socket while the VM runs: GET /, /vcpus, PATCH /vm to pause and resume, PUT /vcpus/N/mp-state (see the README's API section).", valueName: "path"))
     var apiSock: String?
 
@@ -124,6 +133,13 @@ struct Run: ParsableCommand {
             throw ValidationError(error.commandLineMessage(value: value))
         }
         for spec in drive { _ = try DriveOption.parse(spec, index: 0) }
+        if (restore == nil) != (memoryFile == nil) {
+            throw ValidationError("--restore and --memory-file go together: a snapshot's state and its guest memory")
+        }
+        if paused && restore == nil { throw ValidationError("--paused is for --restore") }
+        if restore != nil && (kernel != nil || initrd != nil || !drive.isEmpty || !net.isEmpty || vsock != nil) {
+            throw ValidationError("--restore takes the kernel, memory and devices from the snapshot: drop --kernel, --initrd, --drive, --net and --vsock")
+        }
         for spec in net { _ = try NetOption.parse(spec, index: 0) }
         if let vsock { _ = try VsockOption.parse(vsock) }
         guard Logger.Level(rawValue: logLevel) != nil else {
@@ -188,7 +204,14 @@ struct Run: ParsableCommand {
         // Before any thread exists: the signals go to the main loop's signalfd only.
         MainLoop.blockSignals(LaunchOptions.signals)
         let machine: Machine
-        do { machine = try Machine(config, logger: logger) } catch {
+        do {
+            if let restore, let memoryFile {
+                machine = try Machine(restoringFrom: restore, memoryPath: memoryFile, base: config, logger: logger)
+                if paused { try? machine.startPaused() }
+            } else {
+                machine = try Machine(config, logger: logger)
+            }
+        } catch {
             throw RuntimeFailure(error.description)
         }
         logger.info("booting", metadata: ["kernel": "\(kernelFile.path)", "protocol": "\(machine.bootProtocol.rawValue)",

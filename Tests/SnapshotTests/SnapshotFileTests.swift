@@ -1,4 +1,7 @@
 import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 @testable import Snapshot
 
@@ -107,5 +110,21 @@ struct SnapshotSeedTests {
         let state = try SnapshotFile.decode(bytes, path: path)
         #expect(state.vcpus.first?.kvm["lapic"]?.bytes.count == 1024)
         #expect(state.devices.virtio.first?.queues.first?.nextAvailable == 17)
+    }
+}
+
+@Suite("snapshot files on disk")
+struct SnapshotReadTests {
+    @Test func readingNamesTheFile() throws {
+        #expect(throws: SnapshotError(path: "/nonexistent.snap", problem: "cannot read the snapshot: No such file or directory")) {
+            try SnapshotFile.read(path: "/nonexistent.snap")
+        }
+        let path = "/tmp/swiftlet-snap-\(getpid())"
+        let bytes = try SnapshotFile.encode(SnapshotFileTests.state)
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        defer { unlink(path) }
+        #expect(try SnapshotFile.read(path: path) == SnapshotFileTests.state)
     }
 }

@@ -25,7 +25,14 @@ public protocol RunningVM: AnyObject, Sendable {
     func sendCtrlAltDel()
     /// A new backing file for a running drive (`PATCH /drives/{id}`).
     func replaceDrive(id: String, path: String) throws(MachineError)
+    /// Saves the paused VM (`PUT /snapshot/create`).
+    func createSnapshot(statePath: String, memoryPath: String, kind: SnapshotKind, swiftletVersion: String) throws(MachineError)
+    /// Not started → Paused, for a restored VM that stays paused.
+    func startPaused() throws(VMStateError)
 }
+
+/// Builds a VM from a snapshot (`PUT /snapshot/load`): `Machine(restoringFrom:)` in the product.
+public typealias VMRestorer = @Sendable (_ statePath: String, _ memoryPath: String, _ base: MachineConfiguration) throws(MachineError) -> any RunningVM
 
 extension Machine: RunningVM {}
 
@@ -93,6 +100,7 @@ public final class VMController: Sendable {
     let loop: MainLoop
     let state = Mutex(State())
     let build: VMBuilder
+    let restorer: VMRestorer
     /// Called on the VM's thread when the VM has ended.
     let onExit: @Sendable (VMOutcome) -> Void
     /// Where the guest's serial output goes.
@@ -108,8 +116,11 @@ public final class VMController: Sendable {
                 serialOutput: @escaping @Sendable ([UInt8]) -> Void, forwardInput: Bool = false, seccomp: Bool = false,
                 serveAPI: Bool = true, logSink: LogSink = LogSink(),
                 files: HostFiles = .host,
+                restore: @escaping VMRestorer = { state, memory, base throws(MachineError) in
+                    try Machine(restoringFrom: state, memoryPath: memory, base: base)
+                },
                 onExit: @escaping @Sendable (VMOutcome) -> Void = { _ in }) {
-        self.id = id; self.vmmVersion = vmmVersion; self.loop = loop; self.build = build
+        self.id = id; self.vmmVersion = vmmVersion; self.loop = loop; self.build = build; self.restorer = restore
         self.forwardInput = forwardInput; self.seccomp = seccomp; self.serveAPI = serveAPI; self.onExit = onExit
         self.files = files
         self.logSink = logSink
@@ -442,6 +453,7 @@ public final class VMController: Sendable {
                                            memorySize: UInt64(config.mem_size_mib ?? 128) << 20, cpus: config.vcpu_count ?? 1,
                                            forwardInput: forwardInput, serialOutput: serialOutput)
         machine.commandLineIsDefault = boot.boot_args == nil
+        machine.trackDirtyPages = config.track_dirty_pages ?? false
         machine.seccomp = seccomp
         machine.serveAPI = serveAPI
         if let name = config.cpu_template, name != "None" { machine.cpuTemplate = (try? CPUTemplate.builtIn(named: name)) ?? nil }
@@ -458,6 +470,66 @@ public final class VMController: Sendable {
     public func flushMetrics() throws(APIError) {
         guard metrics.isOpen else { throw APIError("FlushMetrics: metrics are not configured; PUT /metrics first") }
         metrics.flush(vcpus: vm?.status() ?? [])
+    }
+
+    // MARK: Snapshots
+
+    /// `PUT /snapshot/create`: the VM must be paused.
+    public func createSnapshot(_ body: SnapshotCreateBody) throws(APIError) {
+        let kind = SnapshotKind(rawValue: body.snapshot_type ?? "Full")
+        guard let kind else { throw APIError("`snapshot_type` \"\(body.snapshot_type ?? "")\": use \"Full\" or \"Diff\"") }
+        guard !body.snapshot_path.isEmpty, !body.mem_file_path.isEmpty else { throw APIError("`snapshot_path` and `mem_file_path` must not be empty") }
+        guard let vm, vm.state == .paused else {
+            throw APIError("CreateSnapshot: the microVM must be paused first (it is \(vmState.rawValue)); PATCH /vm {\"state\": \"Paused\"}")
+        }
+        do { try vm.createSnapshot(statePath: body.snapshot_path, memoryPath: body.mem_file_path, kind: kind, swiftletVersion: vmmVersion) } catch {
+            throw APIError("CreateSnapshot: \(error.description)")
+        }
+    }
+
+    /// `PUT /snapshot/load`: before any boot; the restored VM runs (`resume_vm`) or stays paused.
+    public func loadSnapshot(_ body: SnapshotLoadBody) throws(APIError) {
+        let memoryPath: String
+        switch (body.mem_backend, body.mem_file_path) {
+        case let (backend?, nil):
+            guard backend.backend_type == "File" else {
+                throw APIError("`mem_backend.backend_type` \"\(backend.backend_type)\": Swiftlet loads memory from a \"File\" only (no userfaultfd)")
+            }
+            memoryPath = backend.backend_path
+        case let (nil, path?): memoryPath = path
+        case (nil, nil): throw APIError("missing field `mem_backend`")
+        case (_?, _?): throw APIError("`mem_backend` and `mem_file_path` cannot both be given")
+        }
+        guard !body.snapshot_path.isEmpty, !memoryPath.isEmpty else { throw APIError("`snapshot_path` and the memory file's path must not be empty") }
+        try state.withLock { s throws(APIError) in
+            if s.started { throw APIError("LoadSnapshot: the requested operation is not supported after starting the microVM") }
+            if s.bootSource != nil || !s.drives.isEmpty || !s.networkInterfaces.isEmpty || s.vsock != nil {
+                throw APIError("LoadSnapshot: the microVM is already configured; a snapshot is loaded into a fresh process")
+            }
+            s.started = true
+        }
+        var base = MachineConfiguration(kernel: KernelFile(path: body.snapshot_path, bytes: []), forwardInput: forwardInput,
+                                        serialOutput: serialOutput)
+        base.seccomp = seccomp
+        base.serveAPI = serveAPI
+        base.trackDirtyPages = body.track_dirty_pages ?? body.enable_diff_snapshots ?? false
+        let vm: any RunningVM
+        do throws(APIError) {
+            do throws(MachineError) { vm = try restorer(body.snapshot_path, memoryPath, base) } catch {
+                throw APIError("LoadSnapshot: \(error.description)")
+            }
+            do throws(VMStateError) {
+                if body.resume_vm == true { try vm.start() } else { try vm.startPaused() }
+            } catch { throw APIError("LoadSnapshot: \(error)") }
+        } catch {
+            state.withLock { $0.started = false }
+            throw error
+        }
+        state.withLock { $0.vm = vm }
+        vm.launch(on: loop) { [self] outcome in
+            state.withLock { $0.outcome = outcome }
+            onExit(outcome)
+        }
     }
 
     // MARK: Pause and resume, per VM and per vCPU

@@ -172,6 +172,36 @@ public struct ConsoleBody: Codable, Equatable, Sendable, StrictBody {
     static let fields: [String: FieldShape] = ["kind": .string]
 }
 
+/// `PUT /snapshot/create` (Firecracker's `SnapshotCreateParams`).
+public struct SnapshotCreateBody: Codable, Equatable, Sendable, StrictBody {
+    public var snapshot_type: String?
+    public var snapshot_path: String
+    public var mem_file_path: String
+    static let fields: [String: FieldShape] = ["snapshot_type": .string, "snapshot_path": .string, "mem_file_path": .string]
+}
+
+/// `mem_backend` of `PUT /snapshot/load`.
+public struct MemoryBackendBody: Codable, Equatable, Sendable, StrictBody {
+    public var backend_type: String
+    public var backend_path: String
+    static let fields: [String: FieldShape] = ["backend_type": .string, "backend_path": .string]
+}
+
+/// `PUT /snapshot/load` (Firecracker's `SnapshotLoadParams`; `mem_file_path` is its deprecated
+/// form of `mem_backend`).
+public struct SnapshotLoadBody: Codable, Equatable, Sendable, StrictBody {
+    public var snapshot_path: String
+    public var mem_backend: MemoryBackendBody?
+    public var mem_file_path: String?
+    public var enable_diff_snapshots: Bool?
+    public var track_dirty_pages: Bool?
+    public var resume_vm: Bool?
+    static let fields: [String: FieldShape] = [
+        "snapshot_path": .string, "mem_backend": .object(MemoryBackendBody.self), "mem_file_path": .string,
+        "enable_diff_snapshots": .boolean, "track_dirty_pages": .boolean, "resume_vm": .boolean,
+    ]
+}
+
 /// The config file (`--config-file`) and `GET /vm/config`: Firecracker's full VM configuration,
 /// with the sections Swiftlet has.
 public struct VMConfigFile: Codable, Equatable, Sendable, StrictBody {

@@ -14,6 +14,7 @@ public final class SimulatedVM: RunningVM {
         var stopped: VMOutcome?
         var onExit: (@Sendable (VMOutcome) -> Void)?
         var drivePaths: [String: String] = [:]
+        var snapshots: [(String, String, SnapshotKind)] = []
     }
 
     let inner: Mutex<Inner>
@@ -112,4 +113,22 @@ public final class SimulatedVM: RunningVM {
     }
 
     public func sendCtrlAltDel() { inner.withLock { $0.ctrlAltDel += 1 } }
+
+    /// Snapshots it took (state path, memory path, kind).
+    public var snapshots: [(String, String, SnapshotKind)] { inner.withLock { $0.snapshots } }
+
+    public func createSnapshot(statePath: String, memoryPath: String, kind: SnapshotKind, swiftletVersion: String) throws(MachineError) {
+        try inner.withLock { s throws(MachineError) in
+            guard s.lifecycle.state == .paused else { throw .configuration("a snapshot needs a paused VM") }
+            s.snapshots.append((statePath, memoryPath, kind))
+        }
+    }
+
+    public func startPaused() throws(VMStateError) {
+        try inner.withLock { s throws(VMStateError) in
+            try s.lifecycle.apply(.start)
+            try s.lifecycle.apply(.pause)
+            s.runStates = s.runStates.map { _ in .paused }
+        }
+    }
 }

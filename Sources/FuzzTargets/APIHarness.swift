@@ -25,7 +25,7 @@ public enum APIHarness {
         guard let loop else { return }
         let controller = VMController(id: "fuzz", vmmVersion: "0", loop: loop, build: { configuration throws(MachineError) in
             SimulatedVM(cpus: configuration.cpus)
-        }, serialOutput: { _ in }, files: files)
+        }, serialOutput: { _ in }, files: files, restore: { _, _, _ throws(MachineError) in SimulatedVM(cpus: 1) })
         let router = APIRouter(controller: controller)
         for request in input.split(separator: 0, omittingEmptySubsequences: false).prefix(32) {
             let line = request.prefix { $0 != 0x0A }

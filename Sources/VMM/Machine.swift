@@ -298,7 +298,7 @@ public final class Machine: Sendable {
         configuration.memorySize = saved.configuration.memorySize
         configuration.cpus = saved.configuration.cpus
         configuration.bootCPU = saved.configuration.bootCPU
-        configuration.trackDirtyPages = saved.configuration.trackDirtyPages
+        configuration.trackDirtyPages = saved.configuration.trackDirtyPages || base.trackDirtyPages
         configuration.xen = .off
         var specs: [VirtioDeviceSpec] = []
         for spec in saved.configuration.virtio {

@@ -87,7 +87,11 @@ struct LaunchOptions: ParsableArguments {
             if simulated { return SimulatedVM(cpus: configuration.cpus) }
             return try Machine(configuration, logger: Logger(label: "swiftlet"))
         }, serialOutput: { writeAll(STDOUT_FILENO, $0) }, forwardInput: true, seccomp: !noSeccomp, serveAPI: !noAPI,
-            logSink: sink, files: simulated ? .none : .host, onExit: finish)
+            logSink: sink, files: simulated ? .none : .host,
+            restore: { state, memory, base throws(MachineError) in
+                if simulated { return SimulatedVM(cpus: 1) }
+                return try Machine(restoringFrom: state, memoryPath: memory, base: base, logger: Logger(label: "swiftlet"))
+            }, onExit: finish)
         do {
             try loop.handleSignals(Self.signals) { signal in
                 if signal == SIGUSR1 {

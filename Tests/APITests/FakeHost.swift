@@ -20,7 +20,12 @@ final class FakeHost: Sendable {
             builtDevices.withLock { $0 = (configuration.virtio, String(decoding: configuration.commandLine, as: UTF8.self)) }
             built.withLock { $0 = vm }
             return vm
-        }, serialOutput: { [self] bytes in serial.withLock { $0 += bytes } }, onExit: { [self] outcome in
+        }, serialOutput: { [self] bytes in serial.withLock { $0 += bytes } }, restore: { [self] state, memory, _ throws(MachineError) in
+            guard state != "/missing.snap" else { throw .configuration("/missing.snap: cannot read the snapshot: No such file or directory") }
+            let vm = SimulatedVM(cpus: 2)
+            built.withLock { $0 = vm }
+            return vm
+        }, onExit: { [self] outcome in
             exits.withLock { $0.append(outcome) }
         })
     }

@@ -350,6 +350,38 @@ import Glibc
         #expect(call("PUT", "/network-interfaces/n0", #"{"iface_id": "n0", "host_dev_name": "t0"}"#).status == 204, "a replacement still fits")
     }
 
+    // MARK: Snapshots
+
+    @Test func snapshotCreateNeedsAPausedVM() throws {
+        let create = #"{"snapshot_type": "Full", "snapshot_path": "/s/vm.snap", "mem_file_path": "/s/vm.mem"}"#
+        #expect(call("PUT", "/snapshot/create", create).faultMessage?.contains("must be paused") == true)
+        start()
+        #expect(call("PUT", "/snapshot/create", create).faultMessage?.contains("must be paused") == true)
+        #expect(call("PATCH", "/vm", #"{"state": "Paused"}"#).status == 204)
+        #expect(call("PUT", "/snapshot/create", create).status == 204)
+        #expect(call("PUT", "/snapshot/create", #"{"snapshot_type": "Diff", "snapshot_path": "/s/d.snap", "mem_file_path": "/s/d.mem"}"#).status == 204)
+        #expect(call("PUT", "/snapshot/create", #"{"snapshot_type": "Half", "snapshot_path": "/s/d.snap", "mem_file_path": "/s/d.mem"}"#).faultMessage?.contains("\"Full\" or \"Diff\"") == true)
+        #expect(call("PUT", "/snapshot/create", #"{"snapshot_path": "/s/d.snap"}"#).faultMessage?.contains("missing field `mem_file_path`") == true)
+        #expect(host.vm?.snapshots.map(\.2) == [.full, .diff])
+        #expect(call("PUT", "/snapshot/load", #"{"snapshot_path": "/s/vm.snap", "mem_backend": {"backend_type": "File", "backend_path": "/s/vm.mem"}}"#).faultMessage?.contains("after starting") == true)
+    }
+
+    @Test func snapshotLoadIntoAFreshProcess() throws {
+        #expect(call("PUT", "/snapshot/load", #"{"snapshot_path": "/s/vm.snap", "mem_backend": {"backend_type": "Uffd", "backend_path": "/s/uffd.sock"}}"#).faultMessage?.contains("\"File\" only") == true)
+        #expect(call("PUT", "/snapshot/load", #"{"snapshot_path": "/s/vm.snap"}"#).faultMessage?.contains("mem_backend") == true)
+        #expect(call("PUT", "/snapshot/load", #"{"snapshot_path": "/missing.snap", "mem_file_path": "/s/vm.mem"}"#).faultMessage?.contains("/missing.snap: cannot read the snapshot") == true)
+        // Refused loads change nothing: a good one still works, and stays paused without resume_vm.
+        #expect(call("PUT", "/snapshot/load", #"{"snapshot_path": "/s/vm.snap", "mem_backend": {"backend_type": "File", "backend_path": "/s/vm.mem"}}"#).status == 204)
+        #expect(host.vm?.state == .paused)
+        #expect(call("PATCH", "/vm", #"{"state": "Resumed"}"#).status == 204)
+        #expect(call("PUT", "/snapshot/load", #"{"snapshot_path": "/s/vm.snap", "mem_file_path": "/s/vm.mem"}"#).faultMessage?.contains("after starting") == true)
+    }
+
+    @Test func snapshotLoadWithResume() throws {
+        #expect(call("PUT", "/snapshot/load", #"{"snapshot_path": "/s/vm.snap", "mem_file_path": "/s/vm.mem", "resume_vm": true}"#).status == 204)
+        #expect(host.vm?.state == .running)
+    }
+
     // MARK: Logger
 
     @Test func logger() throws {

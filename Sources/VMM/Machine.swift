@@ -415,6 +415,9 @@ public final class Machine: Sendable {
                                             configGeneration: t.configGeneration, activated: t.activated, queues: queues))
             } catch { throw refuse("a virtio device's state does not fit it: \(error)") }
         }
+        // Held until the VM runs: then each queue is looked at once, for what the guest made
+        // available before the snapshot (its notification went to the old process).
+        for transport in transports { transport.quiesce() }
         registersSynced = false
         slots = vcpus.map(VCPUSlot.init)
         for (slot, state) in zip(slots, saved.vcpus) where state.runState == "Parked" { slot.parked.store(true, ordering: .releasing) }
@@ -501,6 +504,7 @@ public final class Machine: Sendable {
         for worker in virtioWorkers {   // before the vCPUs: a notification finds its worker running
             do { try worker.start() } catch { stop(.vmmError(vcpu: nil, message: error.description)) }
         }
+        if state == .running { for transport in transports { transport.resumeProcessing() } }   // a restored VM's
         // The last vCPU thread to end hands the teardown to the loop, which joins them all.
         let finish: @Sendable () -> Void = { [self] in
             guard run.running.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { return }

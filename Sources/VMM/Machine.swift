@@ -195,19 +195,21 @@ public final class Machine: Sendable {
     let vm: VirtualMachine
     let memory: GuestMemory
     let vcpus: [VCPU]
-    let ports: Bus
-    let mmio: Bus
-    let serial: Serial16550
+    /// The buses and the devices the VMM talks to (`MachineBuilder.devices`).
+    let devices: MachineBuilder.DeviceSet
+    var ports: Bus { devices.ports }
+    var mmio: Bus { devices.mmio }
+    var serial: Serial16550 { devices.serial }
     /// The i8042 with its AT keyboard (Ctrl-Alt-Del reaches the guest through it).
-    let keyboard: I8042
+    var keyboard: I8042 { devices.keyboard }
     /// The virtio block devices by drive id.
-    let drives: [String: (device: BlockDevice, transport: MMIOTransport)]
+    var drives: [String: (device: BlockDevice, transport: MMIOTransport)] { devices.drives }
     /// The virtio console, if there is one: standard input goes to it.
-    let virtioConsole: ConsoleDevice?
+    var virtioConsole: ConsoleDevice? { devices.console }
     /// Each virtio device's worker thread and eventfds, and its transport, in window order.
-    let virtioWorkers: [VirtioWorker]
-    let transports: [MMIOTransport]
-    let firmwareConfig: FirmwareConfig
+    var virtioWorkers: [VirtioWorker] { devices.workers }
+    var transports: [MMIOTransport] { devices.transports }
+    var firmwareConfig: FirmwareConfig { devices.firmwareConfig }
     /// The CPUID every vCPU was given (before each one's APIC ID), for snapshots.
     let cpuid: [CPUIDEntry]
     let logger: Logger
@@ -257,15 +259,7 @@ public final class Machine: Sendable {
 
         let devices = try MachineBuilder.devices(configuration, vm: vm, commandLine: kernel.guestCommandLine(configuration),
                                                  virtio: virtio, memory: memory, logger: logger)
-        ports = devices.ports
-        mmio = devices.mmio
-        serial = devices.serial
-        keyboard = devices.keyboard
-        drives = devices.drives
-        virtioConsole = devices.console
-        virtioWorkers = devices.workers
-        transports = devices.transports
-        firmwareConfig = devices.firmwareConfig
+        self.devices = devices
 
         vcpus = try MachineBuilder.vcpus(configuration, vm: vm, cpuid: cpuid, boot: bootState)
         // Hypercalls need the caller's registers; with sync regs they come with the exit.
@@ -353,18 +347,10 @@ public final class Machine: Sendable {
         try MachineBuilder.registerMemory(memory, with: vm, trackDirtyPages: configuration.trackDirtyPages)
         let devices = try MachineBuilder.devices(configuration, vm: vm, commandLine: configuration.commandLine,
                                                  virtio: virtio, memory: memory, logger: logger)
-        ports = devices.ports
-        mmio = devices.mmio
-        serial = devices.serial
-        keyboard = devices.keyboard
-        drives = devices.drives
-        virtioConsole = devices.console
-        virtioWorkers = devices.workers
-        transports = devices.transports
-        firmwareConfig = devices.firmwareConfig
+        self.devices = devices
 
         guard saved.vcpus.map(\.id) == Array(0..<configuration.cpus) else { throw refuse("its vCPU list does not match its \(configuration.cpus) vCPUs") }
-        guard saved.devices.virtio.count == transports.count, saved.vm.irqchips.count == 3 else {
+        guard saved.devices.virtio.count == devices.transports.count, saved.vm.irqchips.count == 3 else {
             throw refuse("its device state does not match its configuration")
         }
         var vcpus: [VCPU] = []
@@ -397,9 +383,9 @@ public final class Machine: Sendable {
             throw refuse("\(error)")
         }
         self.vcpus = vcpus
-        serial.restore(registers: saved.devices.serial.registers, receiveFIFO: saved.devices.serial.receiveFIFO.bytes)
-        firmwareConfig.restore(selector: saved.devices.firmwareConfig.selector, offset: saved.devices.firmwareConfig.offset)
-        for (transport, t) in zip(transports, saved.devices.virtio) {
+        devices.serial.restore(registers: saved.devices.serial.registers, receiveFIFO: saved.devices.serial.receiveFIFO.bytes)
+        devices.firmwareConfig.restore(selector: saved.devices.firmwareConfig.selector, offset: saved.devices.firmwareConfig.offset)
+        for (transport, t) in zip(devices.transports, saved.devices.virtio) {
             let queues = t.queues.map { q -> Virtqueue in
                 var queue = Virtqueue(size: q.size)
                 queue.descriptorTable = q.descriptorTable; queue.availableRing = q.availableRing; queue.usedRing = q.usedRing
@@ -417,7 +403,7 @@ public final class Machine: Sendable {
         }
         // Held until the VM runs: then each queue is looked at once, for what the guest made
         // available before the snapshot (its notification went to the old process).
-        for transport in transports { transport.quiesce() }
+        for transport in devices.transports { transport.quiesce() }
         registersSynced = false
         slots = vcpus.map(VCPUSlot.init)
         for (slot, state) in zip(slots, saved.vcpus) where state.runState == "Parked" { slot.parked.store(true, ordering: .releasing) }

@@ -33,7 +33,7 @@ public struct ELFImage: Sendable {
     /// The whole file: segments are copied from here at load time.
     public let bytes: [UInt8]
     public let elfClass: Class
-    /// `EM_X86_64` (62) for ELF64, `EM_386` (3) for ELF32.
+    /// `EM_X86_64` (62) for ELF64; `EM_386` (3), or `EM_X86_64` in an elf32-x86-64 container, for ELF32.
     public let machine: UInt16
     /// `ET_EXEC` (2) or `ET_DYN` (3).
     public let type: UInt16
@@ -115,10 +115,13 @@ public struct ELFImage: Sendable {
         let shnum = UInt64(reader.u16(at: layout.shnum) ?? 0)
 
         guard type == 2 || type == 3 else { throw unsupported("e_type", type, "2 (ET_EXEC) or 3 (ET_DYN)") }
-        let expectedMachine = elfClass == .elf64 ? machineX86_64 : machine386
-        guard machine == expectedMachine else {
+        // An ELF64 image is x86-64 code. An ELF32 container holds i386 code, or x86-64 code that
+        // objcopy put in one (`-O elf32-x86-64`, as XTF ships its 64-bit tests); Xen's loader takes
+        // both, and so does Swiftlet: the entry protocols (PVH, Multiboot) start in 32-bit mode anyway.
+        let machineFits = elfClass == .elf64 ? machine == machineX86_64 : (machine == machine386 || machine == machineX86_64)
+        guard machineFits else {
             throw unsupported("e_machine", machine,
-                              elfClass == .elf64 ? "62 (EM_X86_64) for ELF64" : "3 (EM_386) for ELF32")
+                              elfClass == .elf64 ? "62 (EM_X86_64) for ELF64" : "3 (EM_386) or 62 (EM_X86_64) for ELF32")
         }
         guard version == 1 else { throw unsupported("e_version", version, "1 (EV_CURRENT)") }
         guard phnum == 0 || phentsize == layout.phentsize else {

@@ -26,6 +26,23 @@ struct ELFParseTests {
         #expect(image.notes.phys32Entry == 0x100_0100)
     }
 
+    /// XTF's 64-bit tests come as `objcopy -O elf32-x86-64` containers: ELFCLASS32, EM_X86_64,
+    /// with the PVH note. Xen's loader boots them, and so does Swiftlet, by PVH.
+    @Test("an elf32-x86-64 container is an ELF32 image that boots by PVH")
+    func elf32WithX86_64Code() throws {
+        var builder = ELFBuilder(elfClass: .elf32)
+        builder.machine = 62
+        builder.entry = 0x10_0040
+        builder.segments = [
+            .load(at: 0x10_0000, data: pattern(0x40)),
+            .notes([Note.xen(.phys32Entry, .le(UInt32(0x10_0040)))]),
+        ]
+        let image = try ELFImage.parse(builder.build().bytes, path: "/k/xtf64")
+        #expect(image.elfClass == .elf32 && image.machine == 62)
+        #expect(try image.selectProtocol(nil).0 == .pvh)
+        #expect(throws: LoaderError.self) { try image.selectProtocol(.xen64) }
+    }
+
     @Test("an ELF32 image is parsed with its own field widths")
     func elf32() throws {
         var builder = ELFBuilder(elfClass: .elf32)
@@ -75,7 +92,7 @@ struct ELFParseTests {
         HeaderCase(name: "ET_CORE", elfClass: .elf64, patches: [(16, [4, 0])], field: "e_type", value: 4),
         HeaderCase(name: "ARM64 machine", elfClass: .elf64, patches: [(18, [183, 0])], field: "e_machine", value: 183),
         HeaderCase(name: "EM_386 in ELF64", elfClass: .elf64, patches: [(18, [3, 0])], field: "e_machine", value: 3),
-        HeaderCase(name: "EM_X86_64 in ELF32", elfClass: .elf32, patches: [(18, [62, 0])], field: "e_machine", value: 62),
+        HeaderCase(name: "ARM in ELF32", elfClass: .elf32, patches: [(18, [40, 0])], field: "e_machine", value: 40),
         HeaderCase(name: "ELF64 phentsize 32", elfClass: .elf64, patches: [(54, [32, 0])], field: "e_phentsize", value: 32),
         HeaderCase(name: "ELF32 phentsize 56", elfClass: .elf32, patches: [(42, [56, 0])], field: "e_phentsize", value: 56),
         HeaderCase(name: "ELF32 file claiming class 2", elfClass: .elf32, patches: [(4, [2])], field: "e_machine", value: 3),

@@ -27,6 +27,7 @@ let package = Package(
             "CKVM", .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: strict),
         .target(name: "GuestMemory", dependencies: [
+            "CSwiftletSystem",
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: strict),
         .target(name: "Loader", dependencies: [

@@ -191,6 +191,20 @@ final class FuzzEnvironment: HypercallEnvironment {
         return up.isEmpty
     }
 
+    var channels = EventChannelTable(limit: 1024)
+    func withEventChannels<T>(_ body: (inout EventChannelTable) -> T) -> T {
+        let result = body(&channels)
+        invariant(channels.channels.count <= channels.limit && channels.channels[0].binding == .reserved, "the event channel table broke its limits")
+        return result
+    }
+    func raise(port: UInt32, vcpu: Int) {
+        checkVCPU(vcpu)
+        invariant(channels.isValid(port), "raised invalid port \(port)")
+    }
+    func unmask(port: UInt32) { invariant(channels.isValid(port), "unmasked invalid port \(port)") }
+    func notifyBackend(port: UInt32) { invariant(channels.isValid(port), "notified through invalid port \(port)") }
+    func setUpcallVector(_ vector: UInt8, vcpu: Int) { checkVCPU(vcpu); invariant(vector >= 0x10, "upcall vector \(vector)") }
+
     func runstate(_ vcpu: Int) -> RunstateInfo {
         checkVCPU(vcpu)
         let info = RunstateInfo(state: up.contains(vcpu) ? 0 : 3, entryTime: UInt64(vcpu) << 32 | 7,

@@ -1,3 +1,4 @@
+import CSwiftletSystem
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -131,6 +132,19 @@ public final class GuestMemory: @unchecked Sendable {
 
     private static func unmap(_ bases: [UnsafeMutableRawPointer], _ regions: [GuestMemoryRegion]) {
         for (base, region) in zip(bases, regions) { munmap(base, Int(region.size)) }
+    }
+
+    /// Atomically sets `bits` in the 32-bit word at `address` (4-byte aligned); the old value, or
+    /// nil outside RAM or unaligned. For bitmaps the guest changes at the same time.
+    public func atomicOr(_ bits: UInt32, at address: GuestAddress) -> UInt32? {
+        guard address.rawValue % 4 == 0, let word = try? pointer(address, 4) else { return nil }
+        return cswiftlet_atomic_or32(word, bits)   // unsafe: a checked, aligned word of guest RAM
+    }
+
+    /// Atomically clears the bits not in `bits`; the old value, or nil.
+    public func atomicAnd(_ bits: UInt32, at address: GuestAddress) -> UInt32? {
+        guard address.rawValue % 4 == 0, let word = try? pointer(address, 4) else { return nil }
+        return cswiftlet_atomic_and32(word, bits)
     }
 
     /// Writes region `index` whole to `fd` at `offset` (a full snapshot's memory file); the bytes

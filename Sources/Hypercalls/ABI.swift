@@ -4,7 +4,7 @@
 
 /// Xen errno values, returned negated.
 public enum XenErrno: Int32, Error, Sendable, Equatable, CustomStringConvertible {
-    case perm = 1, noent = 2, srch = 3, io = 5, tooBig = 7, fault = 14, exist = 17, inval = 22, nosys = 38
+    case perm = 1, noent = 2, srch = 3, io = 5, tooBig = 7, fault = 14, exist = 17, inval = 22, noSpace = 28, nosys = 38
 
     public var description: String {
         switch self {
@@ -16,6 +16,7 @@ public enum XenErrno: Int32, Error, Sendable, Equatable, CustomStringConvertible
         case .fault: "EFAULT"
         case .exist: "EEXIST"
         case .inval: "EINVAL"
+        case .noSpace: "ENOSPC"
         case .nosys: "ENOSYS"
         }
     }
@@ -79,10 +80,16 @@ public enum XenABI {
     public static let hvmFeatureSubmap0: UInt32 = 0x5
     /// `DOMID_SELF`: the only domain a guest can name here.
     public static let domidSelf: UInt16 = 0x7FF0
+    /// The guest's own domain id where Xen would report one (`DOMID_SELF` resolved): a domU's first.
+    public static let selfDomainID: UInt16 = 1
     /// `HVM_NR_PARAMS` (hvm/params.h): indices at or above are -EINVAL.
     public static let hvmParamCount: UInt32 = 39
     /// `HVM_PARAM_CALLBACK_IRQ`: the one parameter a guest may set here.
     public static let hvmParamCallbackIRQ: UInt32 = 0
+    /// `HVM_PARAM_STORE_PFN` (1; 0: no xenstore), `HVM_PARAM_CONSOLE_PFN` (17), `_CONSOLE_EVTCHN` (18).
+    public static let hvmParamStorePFN: UInt32 = 1
+    public static let hvmParamConsolePFN: UInt32 = 17
+    public static let hvmParamConsoleEvtchn: UInt32 = 18
     /// Grant-table frames: one, and version 1 only.
     public static let grantFrames: UInt32 = 1
     public static let pageSize: Int32 = 4096

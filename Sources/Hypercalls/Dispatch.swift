@@ -157,6 +157,18 @@ public protocol HypercallEnvironment {
     func mapSharedInfo(frame: UInt64, abi: SharedInfo.ABI) -> Bool
     /// Puts grant-table frame `index` (zeroed) at guest frame `frame`; false if not guest RAM.
     func mapGrantFrame(_ index: UInt64, frame: UInt64) -> Bool
+
+    /// The domain's event channels, changed under the environment's lock.
+    func withEventChannels<T>(_ body: (inout EventChannelTable) -> T) -> T
+    /// Marks `port` pending for `vcpu` in shared_info (2-level: the port's bit, then the vCPU's
+    /// selector bit and `evtchn_upcall_pending` unless masked) and delivers the upcall.
+    func raise(port: UInt32, vcpu: Int)
+    /// Clears `port`'s mask bit; if it is pending, as `raise` from the selector bit on.
+    func unmask(port: UInt32)
+    /// The guest notified an interdomain port whose other end is the VMM's (the PV console).
+    func notifyBackend(port: UInt32)
+    /// `HVMOP_set_evtchn_upcall_vector`: upcalls to `vcpu` go to this vector.
+    func setUpcallVector(_ vector: UInt8, vcpu: Int)
 }
 
 /// Serves hypercalls with Xen's argument checks and error codes.
@@ -182,7 +194,7 @@ public enum HypercallDispatcher {
         case .hvmOp: return hvmOp(a[0], a[1], is64Bit: request.is64Bit, env)
         case .memoryOp: return memoryOp(a[0], a[1], is64Bit: request.is64Bit, env)
         case .grantTableOp: return grantTableOp(UInt32(truncatingIfNeeded: a[0]), a[1], UInt32(truncatingIfNeeded: a[2]), env)
-        case .eventChannelOp: return .error(.nosys)      // no event channels
+        case .eventChannelOp: return eventChannelOp(Int32(truncatingIfNeeded: a[0]), a[1], env)
         }
     }
 
@@ -338,6 +350,16 @@ public enum HypercallDispatcher {
     /// parameter reads as what was set, 0 ("none": no xenstore, no PV console) otherwise; only
     /// HVM_PARAM_CALLBACK_IRQ may be set (-EPERM for the rest). Not for PV guests (-ENOSYS).
     static func hvmOp(_ command: UInt64, _ argument: UInt64, is64Bit: Bool, _ env: some HypercallEnvironment) -> HypercallResult {
+        if command == 23 && env.isHVM {
+            // HVMOP_set_evtchn_upcall_vector {uint32_t vcpu; uint8_t vector}: Xen checks the
+            // vector (below 0x10: -EINVAL), then the vCPU (-ENOENT).
+            guard let bytes = env.read(argument, count: 5) else { return .error(.fault) }
+            guard bytes[4] >= 0x10 else { return .error(.inval) }
+            let vcpu = u32(bytes, 0)
+            guard Int(vcpu) < env.vcpuCount else { return .error(.noent) }
+            env.setUpcallVector(bytes[4], vcpu: Int(vcpu))
+            return .ok()
+        }
         guard env.isHVM, command == 0 || command == 1 else { return .error(.nosys) }
         guard let bytes = env.read(argument, count: 16) else { return .error(.fault) }
         let index = u32(bytes, 4)

@@ -1,8 +1,8 @@
 /// Xen's `struct shared_info` page (xen.h, arch-x86/xen.h, xen-x86_32.h, xen-x86_64.h) as a byte
 /// image, in the layout of the guest's ABI: x86-64 (`xen_ulong_t` 64-bit) or x86-32 (32-bit).
 /// `vcpu_info` is 64 bytes in both, with `vcpu_time_info` at offset 32; the event-channel
-/// bitmaps and the wallclock sit at different offsets. Swiftlet has no event channels, so every
-/// bitmap is zero and every vCPU's upcalls are masked.
+/// bitmaps and the wallclock sit at different offsets. The page starts with nothing pending; upcalls
+/// start unmasked for an HVM guest (as Xen leaves a new HVM vCPU) and masked otherwise.
 public struct SharedInfo: Equatable, Sendable {
     public enum ABI: Sendable, Equatable { case x86_64, x86_32 }
 
@@ -26,10 +26,23 @@ public struct SharedInfo: Equatable, Sendable {
     public var vcpuTimes: [Time]
     public var wallclockSeconds: UInt64
     public var wallclockNanoseconds: UInt32
+    /// `evtchn_upcall_mask` of every vCPU.
+    public var upcallsMasked: Bool
 
-    public init(abi: ABI, vcpuTimes: [Time], wallclockSeconds: UInt64, wallclockNanoseconds: UInt32) {
+    public init(abi: ABI, vcpuTimes: [Time], wallclockSeconds: UInt64, wallclockNanoseconds: UInt32, upcallsMasked: Bool = true) {
         self.abi = abi; self.vcpuTimes = vcpuTimes
         self.wallclockSeconds = wallclockSeconds; self.wallclockNanoseconds = wallclockNanoseconds
+        self.upcallsMasked = upcallsMasked
+    }
+
+    /// Where the 2-level event-channel state lives in the page for `abi`: the pending and mask
+    /// bitmaps (`xen_ulong_t[sizeof(xen_ulong_t) * 8]` each), and in each 64-byte `vcpu_info`
+    /// `evtchn_upcall_pending` (byte 0), `evtchn_upcall_mask` (byte 1) and `evtchn_pending_sel`.
+    public static func eventOffsets(_ abi: ABI) -> (pending: Int, mask: Int, pendingSelector: Int, bitsPerWord: Int) {
+        switch abi {
+        case .x86_64: (2048, 2560, 8, 64)
+        case .x86_32: (2048, 2176, 4, 32)
+        }
     }
 
     /// Offsets of `wc_version`, `wc_sec`, `wc_nsec` and `wc_sec_hi` for the ABI.
@@ -47,7 +60,7 @@ public struct SharedInfo: Equatable, Sendable {
         }
         for (id, time) in vcpuTimes.prefix(Self.legacyMaxVCPUs).enumerated() {
             let base = id * Self.vcpuInfoSize
-            page[base + 1] = 1                               // evtchn_upcall_mask: no upcalls
+            page[base + 1] = upcallsMasked ? 1 : 0           // evtchn_upcall_mask
             let t = base + Self.timeOffset
             put(UInt32(2), t)                                // version: even, so consistent
             put(time.tscTimestamp, t + 8)

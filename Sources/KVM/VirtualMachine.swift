@@ -85,6 +85,16 @@ public final class VirtualMachine: Sendable {
         _ = try ioctlPointer(fd.rawValue, CKVM_IRQFD, &request, "KVM_IRQFD", context: "GSI \(gsi)")
     }
 
+    /// `KVM_SIGNAL_MSI`: a message-signalled interrupt (an MSI to the LAPICs: address
+    /// 0xFEE0_0000 | APIC ID << 12, data = the vector, fixed delivery, edge).
+    public func signalMSI(address: UInt64, data: UInt32) throws(KVMError) {
+        var msi = kvm_msi()
+        msi.address_lo = UInt32(truncatingIfNeeded: address)
+        msi.address_hi = UInt32(truncatingIfNeeded: address >> 32)
+        msi.data = data
+        _ = try ioctlPointer(fd.rawValue, CKVM_SIGNAL_MSI, &msi, "KVM_SIGNAL_MSI", context: "vector \(data & 0xFF)")
+    }
+
     /// `KVM_ENABLE_CAP` on the VM.
     public func enable(_ capability: Capability, arguments: [UInt64] = []) throws(KVMError) {
         var request = kvm_enable_cap()

@@ -51,6 +51,8 @@ public struct MachineConfiguration: Sendable {
     public var virtio: [VirtioDeviceSpec] = []
     /// `KVM_MEM_LOG_DIRTY_PAGES` on guest RAM, so that a diff snapshot can save only written pages.
     public var trackDirtyPages = false
+    /// Standard input goes to the Xen PV console's `in` ring (`--console xen`).
+    public var xenConsoleInput = false
     /// Forward standard input to the serial port.
     public var forwardInput: Bool
     /// Where the serial port's output goes (stdout by default).
@@ -268,6 +270,10 @@ public final class Machine: Sendable {
         slots = vcpus.map(VCPUSlot.init)
         slots[configuration.bootCPU].xen.withLock { $0.bringUp = .boot; $0.initialised = true }
         initialMPStates = vcpus.map { try? $0.mpState() }
+        if configuration.xenConsoleInput && !xenEnabled {
+            throw .configuration("--console xen needs the Xen-style interface: add --xen on")
+        }
+        if xenEnabled { setUpXenConsole() }
         logger.debug("machine built", metadata: [
             "protocol": "\(bootProtocol.rawValue)", "entry": "0x\(String(entry, radix: 16))",
             "memory": "\(configuration.memorySize)", "cpus": "\(configuration.cpus)"])
@@ -520,7 +526,9 @@ public final class Machine: Sendable {
         if configuration.forwardInput {
             let serial = serial
             let receive: @Sendable ([UInt8]) -> Int
-            if let console = virtioConsole { receive = { console.receive($0) } } else { receive = { serial.receive($0) } }
+            if configuration.xenConsoleInput && xenEnabled {
+                receive = { [self] in receiveXenConsoleInput($0) }
+            } else if let console = virtioConsole { receive = { console.receive($0) } } else { receive = { serial.receive($0) } }
             do { run.input = try ConsoleInput(into: receive, on: loop) } catch {
                 stop(.vmmError(vcpu: nil, message: error.description))
             }

@@ -35,6 +35,12 @@ public struct XenDomainState: Sendable {
     /// The shared_info layout, latched by the mode of the vCPU that last installed the hypercall
     /// page or set HVM_PARAM_CALLBACK_IRQ (Xen's `hvm_latch_shinfo_size`).
     public var latchedABI: SharedInfo.ABI?
+    /// The event channels (Xen's toolstack default of 1024 ports).
+    public var eventChannels = EventChannelTable(limit: 1024)
+    /// The guest-side port of the PV console's channel.
+    public var consolePort: UInt32?
+    /// Per-vCPU upcall vectors (HVMOP_set_evtchn_upcall_vector).
+    public var upcallVectors: [Int: UInt8] = [:]
 
     static let tscMSR: UInt32 = 0x10
 
@@ -227,7 +233,8 @@ struct XenEnvironment: HypercallEnvironment {
         let boot = nowNanoseconds - min(nowNanoseconds, systemTime)
         let time = SharedInfo.Time(tscTimestamp: tsc, systemTime: systemTime, mul: mul, shift: shift)
         let page = SharedInfo(abi: abi, vcpuTimes: Array(repeating: time, count: min(vcpuCount, SharedInfo.legacyMaxVCPUs)),
-                              wallclockSeconds: boot / 1_000_000_000, wallclockNanoseconds: UInt32(boot % 1_000_000_000))
+                              wallclockSeconds: boot / 1_000_000_000, wallclockNanoseconds: UInt32(boot % 1_000_000_000),
+                              upcallsMasked: !isHVM)
         guard (try? machine.memory.write(page.bytes, at: address)) != nil else { return false }
         machine.xenDomain.withLock { $0.sharedInfo = (address.rawValue, abi) }
         machine.logger.debug("shared_info mapped", metadata: ["gpa": "0x\(String(address.rawValue, radix: 16))", "abi": "\(abi)"])
@@ -240,6 +247,12 @@ struct XenEnvironment: HypercallEnvironment {
         machine.xenDomain.withLock { $0.grantFrames[index] = address.rawValue }
         return true
     }
+
+    func withEventChannels<T>(_ body: (inout EventChannelTable) -> T) -> T { machine.xenDomain.withLock { body(&$0.eventChannels) } }
+    func raise(port: UInt32, vcpu: Int) { machine.raiseXenEvent(port: port, vcpu: vcpu) }
+    func unmask(port: UInt32) { machine.unmaskXenEvent(port: port) }
+    func notifyBackend(port: UInt32) { machine.notifyXenBackend(port: port) }
+    func setUpcallVector(_ vector: UInt8, vcpu: Int) { machine.xenDomain.withLock { $0.upcallVectors[vcpu] = vector } }
 
     func setTrapTable(_ entries: [TrapInfo]) { callerSlot.xen.withLock { $0.trapTable = entries } }
     func registerCallback(type: UInt16, address: UInt64, flags: UInt16) {

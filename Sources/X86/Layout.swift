@@ -44,6 +44,9 @@ public enum Layout {
     /// The end of the VMM's boot area; nothing of the kernel may load below `kernelFloor`.
     public static let bootAreaEnd: UInt64 = 0x3_0000
     public static let ebdaStart: UInt64 = 0x9_FC00
+    /// The Xen PV console's ring page (`HVM_PARAM_CONSOLE_PFN`): the first page of the legacy
+    /// video window, reserved in the memory map and backed by RAM (Swiftlet has no VGA).
+    public static let xenConsolePage: UInt64 = 0xA_0000
     public static let biosAreaStart: UInt64 = 0xE_0000
     public static let rsdp: UInt64 = 0xE_0000
     public static let kernelFloor: UInt64 = 0x10_0000

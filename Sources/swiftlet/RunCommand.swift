@@ -86,7 +86,7 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("A virtio socket device, Firecracker's way: the guest's CID (3 or more) and a Unix socket the host connects to (write CONNECT <port>\\n); guest connections to host port P go to the socket PATH_P.", valueName: "cid=CID,uds=PATH"))
     var vsock: String?
 
-    @Option(help: ArgumentHelp("The guest's console: serial (the 16550, ttyS0) or virtio (a virtio console, hvc0; standard input goes to it and the default command line says console=hvc0). The 16550 stays either way.", valueName: "serial|virtio"))
+    @Option(help: ArgumentHelp("Where standard input goes: serial (the 16550, ttyS0), virtio (a virtio console, hvc0; the default command line then says console=hvc0) or xen (the Xen PV console's in ring; needs --xen on). The 16550, and with Xen the PV console's output, stay either way.", valueName: "serial|virtio|xen"))
     var console: ConsoleChoice = .serial
 
     @Option(help: ArgumentHelp("Restore a VM from this snapshot file (made by PUT /snapshot/create) instead of booting a kernel; needs --memory-file. The machine's size, vCPUs and devices are the snapshot's.", valueName: "file"))
@@ -200,6 +200,7 @@ struct Run: ParsableCommand {
             + net.enumerated().map { try NetOption.parse($1, index: $0) }
             + (try vsock.map { [try VsockOption.parse($0)] } ?? [])
             + (entropy ? [.entropy] : []) + (console == .virtio ? [.console] : [])
+        config.xenConsoleInput = console == .xen
         config.serveAPI = apiSock != nil
         // Before any thread exists: the signals go to the main loop's signalfd only.
         MainLoop.blockSignals(LaunchOptions.signals)
@@ -361,7 +362,7 @@ struct RunReport: Encodable {
 
 /// `--console serial|virtio`.
 enum ConsoleChoice: String, ExpressibleByArgument, CaseIterable {
-    case serial, virtio
+    case serial, virtio, xen
 }
 
 /// `--net tap=NAME[,mac=MAC][,id=ID]`.

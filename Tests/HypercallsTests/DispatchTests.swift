@@ -56,6 +56,17 @@ final class FakeEnvironment: HypercallEnvironment, @unchecked Sendable {
         grantFrames[index] = frame
         return true
     }
+
+    var channels = EventChannelTable(limit: 1024)
+    var raised: [(port: UInt32, vcpu: Int)] = []
+    var unmasked: [UInt32] = []
+    var backendNotified: [UInt32] = []
+    func withEventChannels<T>(_ body: (inout EventChannelTable) -> T) -> T { body(&channels) }
+    func raise(port: UInt32, vcpu: Int) { raised.append((port, vcpu)) }
+    func unmask(port: UInt32) { unmasked.append(port) }
+    func notifyBackend(port: UInt32) { backendNotified.append(port) }
+    var upcallVectors: [Int: UInt8] = [:]
+    func setUpcallVector(_ vector: UInt8, vcpu: Int) { upcallVectors[vcpu] = vector }
 }
 
 func le(_ v: UInt64, _ n: Int = 8) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: v >> (8 * UInt64($0))) } }

@@ -123,8 +123,95 @@ struct HVMTests {
         #expect(call(env, 20, 6, 0x10, 1) == .error(.fault))
     }
 
-    @Test func eventChannelsAreENOSYS() {
-        for command: UInt64 in [0, 1, 3, 4, 6, 11] { #expect(call(hvmEnv(), 32, command, arg) == .error(.nosys)) }
+    /// The 2-level event channels, with Xen's codes (xen/common/event_channel.c).
+    @Test func eventChannels() {
+        let env = hvmEnv()
+        let selfID = UInt64(XenABI.domidSelf)
+        // Unimplemented commands: -ENOSYS before the argument is read.
+        for command: UInt64 in [0, 1, 2, 10, 11, 12, 13, 99] { #expect(call(env, 32, command, 0) == .error(.nosys)) }
+        // alloc_unbound {dom, remote_dom, port out}: port 0 is reserved, so the first is 1.
+        env.put(le(selfID, 2) + le(0, 2) + le(0xFFFF, 4), at: arg)
+        #expect(call(env, 32, 6, arg) == .ok())
+        #expect(env.read(arg + 4, count: 4) == le(1, 4))
+        #expect(call(env, 32, 6, arg) == .ok())
+        #expect(env.read(arg + 4, count: 4) == le(2, 4))
+        env.put(le(3, 2) + le(0, 2) + le(0, 4), at: arg)
+        #expect(call(env, 32, 6, arg) == .error(.srch), "another domain")
+        #expect(call(env, 32, 6, 0x10) == .error(.fault))
+        // status {dom, port, status out, vcpu out, union out}.
+        env.put(le(selfID, 2) + [0, 0] + le(1, 4) + [UInt8](repeating: 0xEE, count: 16), at: arg)
+        #expect(call(env, 32, 5, arg) == .ok())
+        #expect(env.read(arg + 8, count: 12) == le(1, 4) + le(0, 4) + le(0, 4), "unbound, vCPU 0, remote domain 0")
+        env.put(le(selfID, 2) + [0, 0] + le(0, 4), at: arg)
+        #expect(call(env, 32, 5, arg) == .ok())
+        #expect(env.read(arg + 8, count: 4) == le(0, 4), "port 0 reads closed")
+        env.put(le(selfID, 2) + [0, 0] + le(5000, 4), at: arg)
+        #expect(call(env, 32, 5, arg) == .error(.inval), "beyond the table")
+        // send: unbound drops; an IPI raises on its vCPU; a closed port is -EINVAL.
+        env.put(le(1, 4), at: arg)
+        #expect(call(env, 32, 4, arg) == .ok() && env.raised.isEmpty)
+        env.put(le(2, 4) + le(0, 4), at: arg)
+        #expect(call(env, 32, 7, arg) == .ok(), "bind_ipi to vCPU 2")
+        let ipi = UInt32(env.read(arg + 4, count: 1)![0])
+        #expect(ipi == 3)
+        env.put(le(UInt64(ipi), 4), at: arg)
+        #expect(call(env, 32, 4, arg) == .ok())
+        #expect(env.raised.map(\.port) == [3] && env.raised.map(\.vcpu) == [2])
+        env.put(le(9, 4) + le(0, 4), at: arg)
+        #expect(call(env, 32, 7, arg) == .error(.noent), "no vCPU 9")
+        env.put(le(40, 4), at: arg)
+        #expect(call(env, 32, 4, arg) == .error(.inval), "a free port")
+        // bind_vcpu {port, vcpu}: unbound ports move; an IPI's target is fixed; no such vCPU first.
+        env.put(le(1, 4) + le(3, 4), at: arg)
+        #expect(call(env, 32, 8, arg) == .ok())
+        #expect(env.channels[1]?.vcpu == 3)
+        env.put(le(3, 4) + le(1, 4), at: arg)
+        #expect(call(env, 32, 8, arg) == .error(.inval))
+        env.put(le(5000, 4) + le(7, 4), at: arg)
+        #expect(call(env, 32, 8, arg) == .error(.noent), "the vCPU is checked before the port")
+        // unmask: any valid port (the environment clears the bit); beyond the table -EINVAL.
+        env.put(le(1, 4), at: arg)
+        #expect(call(env, 32, 9, arg) == .ok() && env.unmasked == [1])
+        env.put(le(5000, 4), at: arg)
+        #expect(call(env, 32, 9, arg) == .error(.inval))
+        // close: then the port is closed, closing again -EINVAL, and the next alloc reuses it.
+        env.put(le(2, 4), at: arg)
+        #expect(call(env, 32, 3, arg) == .ok())
+        #expect(call(env, 32, 3, arg) == .error(.inval))
+        env.put(le(0, 4), at: arg)
+        #expect(call(env, 32, 3, arg) == .error(.inval), "the reserved port")
+        env.put(le(selfID, 2) + le(0, 2) + le(0, 4), at: arg)
+        #expect(call(env, 32, 6, arg) == .ok())
+        #expect(env.read(arg + 4, count: 4) == le(2, 4))
+    }
+
+    @Test func theConsolePortNotifiesTheBackEnd() {
+        let env = hvmEnv()
+        let port = env.channels.allocateBackend(remotePort: 1)!
+        env.put(le(UInt64(port), 4), at: arg)
+        #expect(call(env, 32, 4, arg) == .ok())
+        #expect(env.backendNotified == [port])
+        env.put(le(UInt64(XenABI.domidSelf), 2) + [0, 0] + le(UInt64(port), 4), at: arg)
+        #expect(call(env, 32, 5, arg) == .ok())
+        #expect(env.read(arg + 8, count: 16) == le(2, 4) + le(0, 4) + le(0, 4) + le(1, 4), "interdomain with domain 0, its port 1")
+    }
+
+    @Test func portsRunOutWithENOSPC() {
+        var table = EventChannelTable(limit: 128)
+        for expected in 1..<128 { #expect(table.allocateUnbound(remoteDomain: 0) == .success(UInt32(expected))) }
+        #expect(table.allocateUnbound(remoteDomain: 0) == .failure(.noSpace))
+        #expect(table.channels.count == 128)
+    }
+
+    @Test func upcallVectors() {
+        let env = hvmEnv()
+        env.put(le(1, 4) + [0xF3], at: arg)
+        #expect(call(env, 34, 23, arg) == .ok() && env.upcallVectors[1] == 0xF3)
+        env.put(le(1, 4) + [0x0F], at: arg)
+        #expect(call(env, 34, 23, arg) == .error(.inval))
+        env.put(le(8, 4) + [0xF3], at: arg)
+        #expect(call(env, 34, 23, arg) == .error(.noent))
+        #expect(call(FakeEnvironment(), 34, 23, arg) == .error(.nosys), "HVM only")
     }
 
     @Test func featuresDependOnTheGuestKind() {

@@ -28,6 +28,7 @@ static const unsigned long CKVM_SET_BOOT_CPU_ID = KVM_SET_BOOT_CPU_ID;
 static const unsigned long CKVM_ENABLE_CAP = KVM_ENABLE_CAP;
 static const unsigned long CKVM_X86_SET_MSR_FILTER = KVM_X86_SET_MSR_FILTER;
 static const unsigned long CKVM_IOEVENTFD = KVM_IOEVENTFD;
+static const unsigned long CKVM_SIGNAL_MSI = KVM_SIGNAL_MSI;
 static const unsigned long CKVM_IRQFD = KVM_IRQFD;
 static const unsigned int CKVM_IOEVENTFD_FLAG_DATAMATCH = 1u << kvm_ioeventfd_flag_nr_datamatch;
 static const unsigned int CKVM_IOEVENTFD_FLAG_DEASSIGN = 1u << kvm_ioeventfd_flag_nr_deassign;

@@ -46,6 +46,10 @@ int cswiftlet_signalfd_read(int fd);
 int cswiftlet_accept(int fd);
 /// fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length): 0, or -errno.
 int cswiftlet_punch_hole(int fd, long long offset, long long length);
+/// Atomic read-modify-write of a 32-bit word shared with the guest (its event-channel bitmaps):
+/// the old value.
+static inline uint32_t cswiftlet_atomic_or32(void *word, uint32_t bits) { return __atomic_fetch_or((uint32_t *)word, bits, __ATOMIC_SEQ_CST); }
+static inline uint32_t cswiftlet_atomic_and32(void *word, uint32_t bits) { return __atomic_fetch_and((uint32_t *)word, bits, __ATOMIC_SEQ_CST); }
 /// Attaches to TAP device `name` (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, non-blocking, no offloads)
 /// with a virtio-net header of `vnet_header_size` bytes on every frame: the fd, or -errno.
 int cswiftlet_tap_open(const char *name, int vnet_header_size);

@@ -217,6 +217,18 @@ public struct XenNotes: Sendable, Equatable {
     /// The 32-bit physical PVH entry point; nil when absent or when its desc is under 4 bytes.
     public var phys32Entry: UInt64? { integer(.phys32Entry) }
 
+    /// `--xen auto`'s rule: the image says it is written for Xen, by a hypercall page or Xen
+    /// features, or by naming itself XTF (the Xen Test Framework: its HVM tests declare neither
+    /// and cannot run without Xen). Never Linux, which declares a hypercall page and features for
+    /// the Xen support it only uses when it finds Xen, and runs as a plain KVM guest; nor a PVH
+    /// image that names nothing (a Linux built without Xen carries only its PVH entry).
+    public var declareXenGuest: Bool {
+        let os = guestOS?.lowercased()
+        if os == "linux" { return false }
+        if os == "xtf" { return true }
+        return all.contains { [.hypercallPage, .features, .supportedFeatures].contains($0.kind) }
+    }
+
     public var features: [XenFeature] {
         if case let .features(list) = first(.features) { return list }
         return []

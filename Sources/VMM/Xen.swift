@@ -10,19 +10,20 @@ import Glibc
 
 /// Whether a VM offers the Xen-style interface (`--xen`).
 public enum XenMode: String, Sendable, CaseIterable {
-    /// On when the kernel's notes declare a hypercall page or Xen features.
+    /// `auto`: on when the notes declare a Xen guest (`XenNotes.declareXenGuest`).
     case auto, on, off
 
-    /// `auto` decided for an image: HYPERCALL_PAGE, FEATURES or SUPPORTED_FEATURES present.
+    /// Whether the interface is on for `image`.
     public func enabled(for image: KernelImage) -> Bool {
         switch self {
         case .on: return true
         case .off: return false
         case .auto:
             guard case let .elf(elf) = image else { return false }
-            return elf.notes.all.contains { [.hypercallPage, .features, .supportedFeatures].contains($0.kind) }
+            return elf.notes.declareXenGuest
         }
     }
+
 }
 
 /// The Xen state of the whole VM: HVM parameters and where the guest put shared pages.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FoundationEssentials
 import Loader
+import VMM
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -63,6 +64,8 @@ struct Inspection: Encodable {
     let bootProtocol: ProtocolChoice
     /// What each explicit --boot choice would do.
     let protocols: [String: ProtocolChoice]
+    /// What `--xen auto` decides for this image.
+    let xenAuto: Bool
 
     init(file: KernelFile) throws(LoaderError) {
         let image = try KernelImage.parse(file)
@@ -127,6 +130,7 @@ struct Inspection: Encodable {
         }
         bootProtocol = choice(nil)
         protocols = Dictionary(uniqueKeysWithValues: BootProtocol.allCases.map { ($0.rawValue, choice($0)) })
+        xenAuto = XenMode.auto.enabled(for: image)
     }
 
     static func segmentType(_ type: UInt32) -> String {
@@ -170,6 +174,7 @@ struct Inspection: Encodable {
         } else {
             out += "\nBoot protocol: none — \(bootProtocol.reason)\n"
         }
+        out += "Xen interface with --xen auto: \(xenAuto ? "on" : "off")\n"
         for key in BootProtocol.allCases.map(\.rawValue) {
             guard let p = protocols[key] else { continue }
             out += "  --boot \(key.padded(9)) \(p.name != nil ? "ok: " : "no: ")\(p.reason)\n"

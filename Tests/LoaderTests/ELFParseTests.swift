@@ -350,3 +350,23 @@ struct SplitMix64: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+@Suite("--xen auto")
+struct XenAutoRuleTests {
+    static func notes(_ list: [[UInt8]]) throws -> XenNotes {
+        var builder = ELFBuilder(elfClass: .elf64)
+        builder.segments = [.load(at: 0x10_0000, data: [0x90]), .notes(list)]
+        return try ELFImage.parse(builder.build().bytes, path: "/k").notes
+    }
+
+    @Test func theRule() throws {
+        let entry = Note.xen(.phys32Entry, .le(UInt32(0x10_0000)))
+        let features = Note.xen(.features, Array("!writable_page_tables\0".utf8))
+        #expect(try Self.notes([entry, features]).declareXenGuest, "features: a Xen guest")
+        #expect(try Self.notes([entry, Note.xen(.guestOS, Array("XTF\0".utf8))]).declareXenGuest, "XTF names itself")
+        #expect(try !Self.notes([entry]).declareXenGuest, "a PVH entry alone: Linux without Xen")
+        #expect(try !Self.notes([entry, Note.xen(.guestOS, Array("linux\0".utf8)), features,
+                                 Note.xen(.hypercallPage, .le(UInt64(0xFFFF_FFFF_8100_0000)))]).declareXenGuest, "Linux never")
+        #expect(try !Self.notes([entry, Note.xen(.guestOS, Array("swiftlet-ticker\0".utf8))]).declareXenGuest)
+    }
+}

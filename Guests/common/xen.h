@@ -124,7 +124,39 @@
 #define GNTST_okay 0
 #define GNTST_bad_domain (-2)
 
+#define EVTCHNOP_bind_virq 1
+#define EVTCHNOP_close 3
+#define EVTCHNOP_send 4
+#define EVTCHNOP_status 5
 #define EVTCHNOP_alloc_unbound 6
+#define EVTCHNOP_bind_ipi 7
+#define EVTCHNOP_bind_vcpu 8
+#define EVTCHNOP_unmask 9
+#define EVTCHNSTAT_closed 0
+#define EVTCHNSTAT_unbound 1
+#define EVTCHNSTAT_interdomain 2
+#define EVTCHNSTAT_ipi 5
+#define XEN_ENOSPC 28
+
+struct xen_evtchn_port { /* evtchn_send, evtchn_close, evtchn_unmask */
+    uint32_t port;
+};
+struct xen_evtchn_status {
+    uint16_t dom, pad;
+    uint32_t port, status, vcpu;
+    uint32_t u0, u1;
+};
+struct xen_evtchn_bind_vcpu {
+    uint32_t port, vcpu;
+};
+
+/* io/console.h: the PV console ring page. */
+struct xencons_interface {
+    char in[1024];
+    char out[2048];
+    uint32_t in_cons, in_prod;
+    uint32_t out_cons, out_prod;
+};
 
 struct xen_feature_info { /* version.h, XENVER_get_features */
     uint32_t submap_idx, submap;

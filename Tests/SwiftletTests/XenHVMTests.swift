@@ -36,6 +36,9 @@ struct XenHVMTests {
         #expect(probe.facts["grant_frames"] == "1" && probe.facts["grant_max_frames"] == "1", sourceLocation: sourceLocation)
         #expect((probe.facts["wc_sec"].flatMap(Int.init) ?? 0) > 1_577_836_800, sourceLocation: sourceLocation)
         #expect(probe.facts["tsc_to_system_mul"] != "0x0", sourceLocation: sourceLocation)
+        // The PV console: its page and port, and a line the back end took from the out ring.
+        #expect(probe.facts["console_pfn"] == "0xa0" && probe.facts["console_evtchn"] == "1", sourceLocation: sourceLocation)
+        #expect(result.stdout.contains("xenhvm\(bits) pv console: hello\n"), sourceLocation: sourceLocation)
         // The important lines also came through console_io.
         #expect(result.stdout.contains("xenhvm\(bits) console_io: hypercall page installed"), sourceLocation: sourceLocation)
         #expect(result.stdout.contains("xenhvm\(bits) console_io: checks done"), sourceLocation: sourceLocation)

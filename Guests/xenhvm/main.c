@@ -227,6 +227,9 @@ static uint64_t ram_end(const struct hvm_start_info *si)
 static int word_is(const char *w, size_t n, const char *s) { return strlen(s) == n && memcmp(w, s, n) == 0; }
 
 /* xenhvm.shutdown=poweroff|crash and xenhvm.fault=ud2, anywhere in the command line. */
+/* xenhvm.pv-input: wait for a line on the PV console's in ring (swiftlet --console xen). */
+static int pv_input;
+
 static void parse_cmdline(const struct hvm_start_info *si)
 {
     if (!si || si->cmdline_paddr == 0 || si->cmdline_paddr >= LOW_LIMIT)
@@ -251,6 +254,8 @@ static void parse_cmdline(const struct hvm_start_info *si)
                 fail("cmdline", "xenhvm.shutdown= takes poweroff or crash");
         } else if (word_is(w, n, fault)) {
             fault_ud2 = 1;
+        } else if (word_is(w, n, "xenhvm.pv-input")) {
+            pv_input = 1;
         }
     }
 }
@@ -621,6 +626,21 @@ static void evtchn_checks(void)
     expect_rc("pv-console-send", evtchn(EVTCHNOP_send, &p), 0);
     check(ring->out_cons == ring->out_prod, "pv-console-drained", "out_cons %u out_prod %u after the notification",
           ring->out_cons, ring->out_prod);
+    if (!pv_input) return;
+    /* Input: whatever arrives in the in ring, up to a newline (polled; no upcall handler here). */
+    char text[64];
+    unsigned n = 0;
+    for (unsigned long spin = 0; spin < 200000000ul && n < sizeof text - 1; spin++) {
+        __asm__ volatile("" ::: "memory");
+        if (ring->in_cons == ring->in_prod) continue;
+        char ch = ring->in[ring->in_cons % 1024];
+        ring->in_cons = ring->in_cons + 1;
+        if (ch == '\n') break;
+        text[n++] = ch;
+    }
+    text[n] = 0;
+    print("fact pv_console_input %s\n", n ? text : "(none)");
+    check(n > 0, "pv-console-input", "no input arrived in the in ring");
 }
 
 void hvm_main(void);

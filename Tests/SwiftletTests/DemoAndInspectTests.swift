@@ -32,6 +32,18 @@ struct DemoGuestTests {
 
 @Suite("inspect")
 struct InspectTests {
+    /// A 64-bit kernel in an ELF32 container (objcopy -O elf32-x86-64, as XTF ships its tests)
+    /// is read, shown and chosen to boot by PVH; `auto` turns Xen on for it (it declares features).
+    @Test func elf32ContainerOf64BitCode() throws {
+        let result = Harness.swiftlet(["inspect", try Harness.builtGuests().xenhvm64ELF32.path])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains(": ELF32 x86-64\n"))
+        #expect(result.stdout.contains("Boot protocol: pvh"))
+        #expect(result.stdout.contains("Xen interface with --xen auto: on"))
+        let ticker = Harness.swiftlet(["inspect", try Harness.builtGuests().ticker.path])
+        #expect(ticker.stdout.contains("Xen interface with --xen auto: off"))
+    }
+
     @Test func probeText() throws {
         let result = Harness.swiftlet(["inspect", try Harness.builtGuests().probe.path])
         #expect(result.status == 0)

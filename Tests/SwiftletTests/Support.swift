@@ -43,6 +43,8 @@ enum Harness {
         var mboot64: URL { directory.appendingPathComponent("mboot64.elf") }
         var xenhvm32: URL { directory.appendingPathComponent("xenhvm32.elf") }
         var xenhvm64: URL { directory.appendingPathComponent("xenhvm64.elf") }
+        /// xenhvm64.elf after `objcopy -O elf32-x86-64`, as XTF ships its 64-bit tests.
+        var xenhvm64ELF32: URL { directory.appendingPathComponent("xenhvm64-elf32.elf") }
     }
 
     struct Failure: Error, CustomStringConvertible { let description: String }

@@ -48,6 +48,22 @@ struct XenHVMTests {
         }
     }
 
+    /// The 64-bit kernel in an elf32-x86-64 container runs as it does from its ELF64.
+    @Test func elf32ContainerRuns() throws {
+        let result = Harness.swiftlet(["run", "--kernel", try Harness.builtGuests().xenhvm64ELF32.path, "--no-stdin"])
+        #expect(result.status == 0, "status \(result.status): \(result.stderr)")
+        expectCleanRun(result, bits: 64)
+    }
+
+    /// Standard input through the PV console's in ring (`--console xen`).
+    @Test(arguments: [32, 64])
+    func pvConsoleInput(bits: Int) throws {
+        let result = Harness.swiftlet(["run", "--kernel", try image(bits).path, "--xen", "on", "--console", "xen",
+                                       "--cmdline", "console=ttyS0 xenhvm.pv-input"], stdin: Data("typed on the host\n".utf8))
+        #expect(result.status == 0, "status \(result.status): \(result.stderr)")
+        #expect(ProbeReport(result.stdout).facts["pv_console_input"] == "typed on the host", "\(result.stdout)")
+    }
+
     @Test(arguments: [32, 64], [1, 2])
     func hvmGuest(bits: Int, cpus: Int) throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("xenhvm-\(getpid())-\(bits)-\(cpus).json")

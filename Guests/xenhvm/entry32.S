@@ -52,6 +52,15 @@ isr_stubs:
         .endr
         .balign 16, 0xcc
 
+/* The event-channel upcall (main.c sets its gate): upcall_handler(), then back to the interrupted code. */
+        .globl upcall_stub
+upcall_stub:
+        pushal
+        cld
+        call upcall_handler
+        popal
+        iret
+
 /* [esp] vector, +4 error code, +8 eip: exception_handler(vector, error, eip) does not return. */
 isr_common:
         mov (%esp), %eax

@@ -49,6 +49,32 @@ die:    cli
 /* ---- exception stubs: 256 x 16 bytes, vector = (stub - isr_stubs) / 16 ---- */
         ISR_STUBS                               /* common/isrstubs.inc */
 
+/* The event-channel upcall (main.c sets its gate): upcall_handler() with the caller-saved registers
+ * kept, then back. Nine pushes after the 40-byte frame leave rsp 16-aligned for the call. */
+        .globl upcall_stub
+upcall_stub:
+        push %rax
+        push %rcx
+        push %rdx
+        push %rsi
+        push %rdi
+        push %r8
+        push %r9
+        push %r10
+        push %r11
+        cld
+        call upcall_handler
+        pop %r11
+        pop %r10
+        pop %r9
+        pop %r8
+        pop %rdi
+        pop %rsi
+        pop %rdx
+        pop %rcx
+        pop %rax
+        iretq
+
 /* [rsp] vector, +8 error code, +16 rip: exception_handler(vector, error, rip) does not return. */
 isr_common:
         mov (%rsp), %rdi

@@ -643,6 +643,60 @@ static void evtchn_checks(void)
     check(n > 0, "pv-console-input", "no input arrived in the in ring");
 }
 
+/* ---- 8. an upcall on a vector: an IPI port raised on this vCPU ---- */
+#define UPCALL_VECTOR 0xF3
+#define LAPIC_BASE 0xFEE00000ul
+extern char upcall_stub[];
+static volatile unsigned upcalls;
+
+void upcall_handler(void);
+void upcall_handler(void)
+{
+    upcalls++;
+    shinfo_page[0] = 0;                                                /* vcpu_info[0].evtchn_upcall_pending */
+    *(volatile uint32_t *)(LAPIC_BASE + 0xB0) = 0;                     /* EOI */
+}
+
+static void set_gate(unsigned vector, unsigned long handler)
+{
+#ifdef __x86_64__
+    idt_table[vector].off0 = (uint16_t)handler;
+    idt_table[vector].off1 = (uint16_t)(handler >> 16);
+    idt_table[vector].off2 = (uint32_t)(handler >> 32);
+#else
+    idt_table[vector].off0 = (uint16_t)handler;
+    idt_table[vector].off1 = (uint16_t)(handler >> 16);
+#endif
+}
+
+static void upcall_checks(void)
+{
+    /* The LAPIC software-enabled (SVR bit 8, spurious vector 0xFF), the gate, the vector. */
+    volatile uint32_t *svr = (volatile uint32_t *)(LAPIC_BASE + 0xF0);
+    *svr = *svr | 0x1FF;
+    set_gate(UPCALL_VECTOR, (unsigned long)upcall_stub);
+    struct { uint32_t vcpu; uint8_t vector, pad[3]; } uv = {.vcpu = 0, .vector = UPCALL_VECTOR};
+    if (!expect_rc("upcall-vector", HC2(HC_hvm_op, 23 /* HVMOP_set_evtchn_upcall_vector */, &uv), 0))
+        return;
+    struct { uint32_t vcpu, port; } ipi = {.vcpu = 0, .port = 0};
+    long rc = HC2(HC_event_channel_op, EVTCHNOP_bind_ipi, &ipi);
+    if (!check(rc == 0 && ipi.port != 0, "evtchn-bind-ipi", "rc %ld%s port %u", (int64_t)rc, errno_name(rc), ipi.port))
+        return;
+    struct xen_evtchn_port p = {.port = ipi.port};
+    __asm__ volatile("sti" ::: "memory");
+    rc = HC2(HC_event_channel_op, EVTCHNOP_send, &p);
+    for (unsigned long spin = 0; spin < 10000000ul && upcalls == 0; spin++) __asm__ volatile("pause" ::: "memory");
+    __asm__ volatile("cli" ::: "memory");
+    check(rc == 0 && upcalls == 1, "upcall", "send rc %ld, %u upcalls on vector 0x%x (want 1)", (int64_t)rc, upcalls, UPCALL_VECTOR);
+    /* The 2-level bits: the port pending in evtchn_pending, its word in the selector. */
+    unsigned long bits = sizeof(unsigned long) * 8;
+    volatile unsigned long *pending = (volatile unsigned long *)(shinfo_page + 2048);
+    volatile unsigned long *selector = (volatile unsigned long *)(shinfo_page + sizeof(unsigned long));
+    check((pending[ipi.port / bits] >> (ipi.port % bits)) & 1, "upcall-port-pending", "port %u not pending", ipi.port);
+    check((*selector >> (ipi.port / bits)) & 1, "upcall-selector", "selector 0x%lx", (uint64_t)*selector);
+    print("fact upcalls %u\n", upcalls);
+}
+
 void hvm_main(void);
 void hvm_main(void)
 {
@@ -687,6 +741,7 @@ void hvm_main(void)
     physmap_checks(si);
     grant_checks();
     evtchn_checks();
+    upcall_checks();
 
     /* 8. console_io, then the shutdown. */
     static const char msg[] = NAME " console_io: checks done\n";

@@ -1,8 +1,9 @@
 /// Xen's `struct shared_info` page (xen.h, arch-x86/xen.h, xen-x86_32.h, xen-x86_64.h) as a byte
 /// image, in the layout of the guest's ABI: x86-64 (`xen_ulong_t` 64-bit) or x86-32 (32-bit).
 /// `vcpu_info` is 64 bytes in both, with `vcpu_time_info` at offset 32; the event-channel
-/// bitmaps and the wallclock sit at different offsets. The page starts with nothing pending; upcalls
-/// start unmasked for an HVM guest (as Xen leaves a new HVM vCPU) and masked otherwise.
+/// bitmaps and the wallclock sit at different offsets. The page starts with nothing pending and
+/// every `evtchn_upcall_mask` set; an HVM guest's upcalls come by its callback vector regardless
+/// of that byte, as under Xen (`hvm_vcpu_has_pending_irq` looks at `evtchn_upcall_pending` only).
 public struct SharedInfo: Equatable, Sendable {
     public enum ABI: Sendable, Equatable { case x86_64, x86_32 }
 

@@ -234,8 +234,7 @@ struct XenEnvironment: HypercallEnvironment {
         let boot = nowNanoseconds - min(nowNanoseconds, systemTime)
         let time = SharedInfo.Time(tscTimestamp: tsc, systemTime: systemTime, mul: mul, shift: shift)
         let page = SharedInfo(abi: abi, vcpuTimes: Array(repeating: time, count: min(vcpuCount, SharedInfo.legacyMaxVCPUs)),
-                              wallclockSeconds: boot / 1_000_000_000, wallclockNanoseconds: UInt32(boot % 1_000_000_000),
-                              upcallsMasked: !isHVM)
+                              wallclockSeconds: boot / 1_000_000_000, wallclockNanoseconds: UInt32(boot % 1_000_000_000))
         guard (try? machine.memory.write(page.bytes, at: address)) != nil else { return false }
         machine.xenDomain.withLock { $0.sharedInfo = (address.rawValue, abi) }
         machine.logger.debug("shared_info mapped", metadata: ["gpa": "0x\(String(address.rawValue, radix: 16))", "abi": "\(abi)"])

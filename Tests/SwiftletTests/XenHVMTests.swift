@@ -39,6 +39,8 @@ struct XenHVMTests {
         // The PV console: its page and port, and a line the back end took from the out ring.
         #expect(probe.facts["console_pfn"] == "0xa0" && probe.facts["console_evtchn"] == "1", sourceLocation: sourceLocation)
         #expect(result.stdout.contains("xenhvm\(bits) pv console: hello\n"), sourceLocation: sourceLocation)
+        // An IPI port raised on vCPU 0 came as one upcall on its vector (HVMOP_set_evtchn_upcall_vector).
+        #expect(probe.facts["upcalls"] == "1", sourceLocation: sourceLocation)
         // The important lines also came through console_io.
         #expect(result.stdout.contains("xenhvm\(bits) console_io: hypercall page installed"), sourceLocation: sourceLocation)
         #expect(result.stdout.contains("xenhvm\(bits) console_io: checks done"), sourceLocation: sourceLocation)

@@ -138,7 +138,7 @@ public final class BlockDevice: VirtioDevice {
         var data = chain.writable
         data[data.count - 1].length -= 1
         data.removeAll { $0.length == 0 }
-        let header = Self.gather(chain.readable, count: 16, memory: memory)
+        let header = DescriptorChain.gather(chain.readable, count: 16, memory: memory)
         let (status, dataWritten): (UInt8, Int)
         if header.count < 16 {
             (status, dataWritten) = (Status.ioError, 0)
@@ -184,7 +184,7 @@ public final class BlockDevice: VirtioDevice {
             return (Status.ok, written)
         case Request.discard, Request.writeZeroes:
             guard !readOnly else { return (Status.ioError, 0) }
-            let segment = Self.gather(payload, count: 16, memory: memory)
+            let segment = DescriptorChain.gather(payload, count: 16, memory: memory)
             guard segment.count == 16, payload.reduce(0, { $0 + Int($1.length) }) == 16 else { return (Status.ioError, 0) }
             let start = Self.le64(segment, 0), count = Self.le32(segment, 8), flags = Self.le32(segment, 12)
             if flags & ~1 != 0 { return (Status.unsupported, 0) }                      // reserved bits
@@ -221,17 +221,6 @@ public final class BlockDevice: VirtioDevice {
     }
 
     // MARK: Bytes across segments
-
-    /// The first `count` bytes of the segments (fewer if they hold fewer).
-    static func gather(_ segments: [(address: GuestAddress, length: UInt32)], count: Int, memory: GuestMemory) -> [UInt8] {
-        var bytes: [UInt8] = []
-        for (address, length) in segments where bytes.count < count {
-            let n = min(Int(length), count - bytes.count)
-            guard let part = try? memory.read(at: address, count: n) else { break }
-            bytes += part
-        }
-        return bytes
-    }
 
     /// The segments after their first `count` bytes.
     static func drop(_ count: Int, from segments: [(address: GuestAddress, length: UInt32)]) -> [(address: GuestAddress, length: UInt32)] {

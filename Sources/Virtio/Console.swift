@@ -66,7 +66,7 @@ public final class ConsoleDevice: VirtioDevice {
         var used = false
         if index == Queue.transmit {
             while let chain = try queue.pop(from: memory) {
-                let bytes = BlockDevice.gather(chain.readable, count: chain.readableLength, memory: memory)
+                let bytes = DescriptorChain.gather(chain.readable, count: chain.readableLength, memory: memory)
                 if !bytes.isEmpty { output(bytes) }
                 try queue.push(head: chain.head, written: 0, to: memory)
                 used = true
@@ -77,12 +77,7 @@ public final class ConsoleDevice: VirtioDevice {
         var pending = input.withLock { i -> [UInt8] in defer { i.pending = [] }; return i.pending }
         defer { if !pending.isEmpty { input.withLock { $0.pending = pending + $0.pending } } }
         while !pending.isEmpty, let chain = try queue.pop(from: memory) {
-            var written = 0
-            for (address, length) in chain.writable where written < pending.count {
-                let n = min(Int(length), pending.count - written)
-                do { try memory.write(pending, range: written..<(written + n), at: address) } catch { break }
-                written += n
-            }
+            let written = chain.scatter(pending, memory: memory)
             pending.removeFirst(written)
             try queue.push(head: chain.head, written: UInt32(written), to: memory)
             used = true

@@ -173,11 +173,7 @@ public final class NetDevice: VirtioDevice {
             frame[10] = 1; frame[11] = 0   // num_buffers: one buffer holds it (no VIRTIO_NET_F_MRG_RXBUF)
             var written = 0
             if chain.writableLength >= frame.count {
-                for (address, length) in chain.writable where written < frame.count {
-                    let n = min(Int(length), frame.count - written)
-                    do { try memory.write(frame, range: written..<(written + n), at: address) } catch { break }
-                    written += n
-                }
+                written = chain.scatter(frame, memory: memory)
                 counters.withLock { $0.received += 1 }
             } else {
                 written = 0   // a driver's buffer too small for the frame: the frame is dropped
@@ -200,7 +196,7 @@ public final class NetDevice: VirtioDevice {
                 // The guest's header is not passed on: nothing it could ask for was negotiated.
                 var buffer = [UInt8](repeating: 0, count: Self.headerSize)
                 buffer.reserveCapacity(length)
-                let frame = BlockDevice.gather(chain.readable, count: length, memory: memory).dropFirst(Self.headerSize)
+                let frame = DescriptorChain.gather(chain.readable, count: length, memory: memory).dropFirst(Self.headerSize)
                 buffer += frame
                 let n = buffer.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
                 counters.withLock { if n == buffer.count { $0.transmitted += 1 } else { $0.transmitDropped += 1 } }

@@ -54,6 +54,29 @@ public struct DescriptorChain: Equatable, Sendable {
     public var writable: [(address: GuestAddress, length: UInt32)]
 
     public var readableLength: Int { readable.reduce(0) { $0 + Int($1.length) } }
+
+    /// The first `count` bytes of the segments (fewer if they hold fewer), for a device to read.
+    static func gather(_ segments: [(address: GuestAddress, length: UInt32)], count: Int, memory: GuestMemory) -> [UInt8] {
+        var bytes: [UInt8] = []
+        for (address, length) in segments where bytes.count < count {
+            let n = min(Int(length), count - bytes.count)
+            guard let part = try? memory.read(at: address, count: n) else { break }
+            bytes += part
+        }
+        return bytes
+    }
+
+    /// Writes `bytes` across the device-writable buffers in order, as far as they hold; returns
+    /// the bytes written (for the used ring).
+    func scatter(_ bytes: [UInt8], memory: GuestMemory) -> Int {
+        var written = 0
+        for (address, length) in writable where written < bytes.count {
+            let n = min(Int(length), bytes.count - written)
+            do { try memory.write(bytes, range: written..<(written + n), at: address) } catch { break }   // checked by pop
+            written += n
+        }
+        return written
+    }
     public var writableLength: Int { writable.reduce(0) { $0 + Int($1.length) } }
 
     public static func == (a: DescriptorChain, b: DescriptorChain) -> Bool {

@@ -329,7 +329,7 @@ public final class VsockDevice: VirtioDevice {
     private func transmit(_ queue: inout Virtqueue, _ memory: GuestMemory) throws(VirtqueueError) -> Bool {
         var used = false
         while let chain = try queue.pop(from: memory) {
-            let bytes = BlockDevice.gather(chain.readable, count: VsockHeader.size + Self.maxPayload, memory: memory)
+            let bytes = DescriptorChain.gather(chain.readable, count: VsockHeader.size + Self.maxPayload, memory: memory)
             if let header = VsockHeader(bytes) {
                 let payload = Array(bytes.dropFirst(VsockHeader.size).prefix(Int(header.length)))
                 state.withLock { s in
@@ -465,13 +465,7 @@ public final class VsockDevice: VirtioDevice {
         }
         func deliver(_ header: VsockHeader, _ payload: ArraySlice<UInt8>) throws(VirtqueueError) -> Bool {
             guard let chain = try queue.pop(from: memory) else { return false }
-            let packet = header.bytes + payload
-            var written = 0
-            for (address, length) in chain.writable where written < packet.count {
-                let n = min(Int(length), packet.count - written)
-                do { try memory.write(packet, range: written..<(written + n), at: address) } catch { break }
-                written += n
-            }
+            let written = chain.scatter(header.bytes + payload, memory: memory)
             try queue.push(head: chain.head, written: UInt32(written), to: memory)
             used = true
             return true

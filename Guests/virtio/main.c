@@ -286,8 +286,8 @@ static void check_entropy(uint32_t base)
 }
 
 /* Rings for the devices with several queues: queue q on rings[q]. */
-struct ring {
-    struct desc desc[QSIZE];
+struct ring {   /* §2.7: the descriptor table 16-aligned, so the struct's size is a multiple of 16 too */
+    struct desc desc[QSIZE] __attribute__((aligned(16)));
     struct avail avail;
     struct used used __attribute__((aligned(4)));
     uint16_t seen;

@@ -219,7 +219,14 @@ struct XenEnvironment: HypercallEnvironment {
     var sharedInfoABI: SharedInfo.ABI? { machine.xenDomain.withLock { $0.latchedABI } }
     func latchSharedInfoABI(_ abi: SharedInfo.ABI) { machine.xenDomain.withLock { $0.latchedABI = abi } }
     func hvmParam(_ index: UInt32) -> UInt64 { machine.xenDomain.withLock { $0.hvmParams[index] ?? 0 } }
-    func setHVMParam(_ index: UInt32, _ value: UInt64) { machine.xenDomain.withLock { $0.hvmParams[index] = value } }
+    /// A new `HVM_PARAM_CALLBACK_IRQ` delivers what is already pending through it, as Xen's
+    /// `hvm_set_callback_via` does.
+    func setHVMParam(_ index: UInt32, _ value: UInt64) {
+        machine.xenDomain.withLock { $0.hvmParams[index] = value }
+        if index == XenABI.hvmParamCallbackIRQ {
+            for vcpu in 0..<machine.slots.count { machine.reassertXenUpcall(vcpu: vcpu) }
+        }
+    }
 
     func mapSharedInfo(frame: UInt64, abi: SharedInfo.ABI) -> Bool {
         guard let address = XenDomainState.address(ofFrame: frame, in: machine.memory) else { return false }
@@ -252,7 +259,11 @@ struct XenEnvironment: HypercallEnvironment {
     func raise(port: UInt32, vcpu: Int) { machine.raiseXenEvent(port: port, vcpu: vcpu) }
     func unmask(port: UInt32) { machine.unmaskXenEvent(port: port) }
     func notifyBackend(port: UInt32) { machine.notifyXenBackend(port: port) }
-    func setUpcallVector(_ vector: UInt8, vcpu: Int) { machine.xenDomain.withLock { $0.upcallVectors[vcpu] = vector } }
+    /// As Xen does on `HVMOP_set_evtchn_upcall_vector`, an event already pending is delivered on the new vector.
+    func setUpcallVector(_ vector: UInt8, vcpu: Int) {
+        machine.xenDomain.withLock { $0.upcallVectors[vcpu] = vector }
+        machine.reassertXenUpcall(vcpu: vcpu)
+    }
 
     func setTrapTable(_ entries: [TrapInfo]) { callerSlot.xen.withLock { $0.trapTable = entries } }
     func registerCallback(type: UInt16, address: UInt64, flags: UInt16) {

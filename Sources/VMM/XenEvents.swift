@@ -133,6 +133,16 @@ extension Machine {
         deliverXenUpcall(vcpu: vcpu)
     }
 
+    /// After the upcall's route changes: a vCPU whose `evtchn_upcall_pending` is already set has
+    /// its upcall delivered on the new route (nothing else would deliver it, as no further event
+    /// finds that flag clear).
+    func reassertXenUpcall(vcpu: Int) {
+        guard let (base, _) = xenDomain.withLock({ $0.sharedInfo }), vcpu < min(slots.count, SharedInfo.legacyMaxVCPUs),
+              let flag: UInt8 = try? memory.loadAcquire(at: GuestAddress(base + UInt64(vcpu * SharedInfo.vcpuInfoSize))),
+              flag & 1 != 0 else { return }
+        deliverXenUpcall(vcpu: vcpu)
+    }
+
     /// The upcall: the vCPU's own vector (HVMOP_set_evtchn_upcall_vector), else
     /// HVM_PARAM_CALLBACK_IRQ's (type 2: vector, injected into that vCPU's LAPIC by MSI; type 0:
     /// a GSI, pulsed through the IOAPIC). Other types are not delivered.

@@ -131,9 +131,9 @@ import Glibc
         let client = try vmm.client()
         #expect(vmm.waitForOutput("tick 3\n"))
         #expect(try client.request("PATCH", "/vcpus/1", #"{"state": "Paused"}"#).status == 204)
-        let whileAPPaused = vmm.stdout.count
-        #expect(vmm.waitForOutput("tick 8\n"), "the boot vCPU stopped while only vCPU 1 was paused")
-        #expect(vmm.stdout.count > whileAPPaused)
+        let lastTick = Self.tickerLines(vmm.stdout).compactMap { Int($0.dropFirst("tick ".count)) }.last ?? 0
+        try #require(lastTick <= 38, "the guest ran to its end before vCPU 1 was paused: a machine too slow for this test")
+        #expect(vmm.waitForOutput("tick \(lastTick + 2)\n"), "the boot vCPU stopped while only vCPU 1 was paused")
         let vcpus = try client.request("GET", "/vcpus").body
         #expect(vcpus.contains(#""id":1,"last_exit":null,"mp_state":"UNINITIALIZED","run_state":"Paused""#), "\(vcpus)")
         #expect(try client.request("GET", "/").body.contains(#""state":"Running""#))
@@ -221,9 +221,9 @@ final class RunningSwiftlet: @unchecked Sendable {   // output behind `lock`; th
             self?.lock.lock(); self?.err.append(data); self?.lock.unlock()
         }
         try process.run()
-        for _ in 0..<500 where !FileManager.default.fileExists(atPath: socket) && process.isRunning { usleep(10_000) }
+        for _ in 0..<3000 where !FileManager.default.fileExists(atPath: socket) && process.isRunning { usleep(10_000) }
         guard FileManager.default.fileExists(atPath: socket) else {
-            throw ClientError(message: "swiftlet did not create \(socket): \(stderr)")
+            throw ClientError(message: "swiftlet did not create \(socket) within 30 s: \(self.stderr)")
         }
     }
 

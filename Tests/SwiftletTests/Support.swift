@@ -49,9 +49,12 @@ enum Harness {
 
     struct Failure: Error, CustomStringConvertible { let description: String }
 
-    /// The guest kernels, built once per test process from Guests/ with the system toolchain.
+    /// The guest kernels, built once per test process from Guests/ with the system toolchain, into a
+    /// folder of this process's own, or into `SWIFTLET_GUESTS_OUT` where that is set (make then rebuilds
+    /// only what changed: for slow machines, where the guests are built beforehand).
     static let guests: Result<GuestBuild, Failure> = {
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("swiftlet-guests-\(getpid())")
+        let out = ProcessInfo.processInfo.environment["SWIFTLET_GUESTS_OUT"].map { URL(fileURLWithPath: $0) }
+            ?? FileManager.default.temporaryDirectory.appendingPathComponent("swiftlet-guests-\(getpid())")
         let result = run(URL(fileURLWithPath: "/usr/bin/make"),
                          ["-s", "-C", packageRoot.appendingPathComponent("Guests").path, "OUT=\(out.path)"])
         guard result.status == 0 else {

@@ -146,6 +146,21 @@ public enum APIServerError: Error, CustomStringConvertible {
     }
 }
 
+extension APIServer {
+    /// The checks `start` makes on `path` before binding, without touching it: for callers that
+    /// want a bad path refused before anything else is set up.
+    public static func check(path: String) throws(APIServerError) {
+        var address = sockaddr_un()
+        guard SocketPath.fill(&address, path) else {
+            throw .bind(path: path, reason: "the path is longer than a Unix socket address allows (107 bytes)")
+        }
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return }
+        guard info.st_mode & S_IFMT == S_IFSOCK else { throw .notASocket(path: path) }
+        if SocketPath.isLive(path) { throw .live(path: path) }
+    }
+}
+
 /// Checks an API socket path before binding.
 enum SocketPath {
     static func prepare(_ path: String) throws(APIServerError) {

@@ -202,6 +202,9 @@ struct Run: ParsableCommand {
             + (entropy ? [.entropy] : []) + (console == .virtio ? [.console] : [])
         config.xenConsoleInput = console == .xen
         config.serveAPI = apiSock != nil
+        if let apiSock {   // a bad socket path is refused before /dev/kvm is opened
+            do { try APIServer.check(path: apiSock) } catch { throw RuntimeFailure(error.description) }
+        }
         // Before any thread exists: the signals go to the main loop's signalfd only.
         MainLoop.blockSignals(LaunchOptions.signals)
         let machine: Machine

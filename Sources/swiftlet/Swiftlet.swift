@@ -38,8 +38,12 @@ struct Swiftlet: ParsableCommand {
     /// Parses, runs, and maps every failure to one line and an exit status: 2 for usage errors,
     /// 1 for run-time errors; never a trap or a backtrace.
     static func main() {
+        // `swiftlet run ...` and `swiftlet inspect ...` are parsed without the launch options: the
+        // root's option group would otherwise take a subcommand's own `--api-sock`.
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        let root: any ParsableCommand.Type = arguments.first.map(Subcommands.names.contains) == true ? Subcommands.self : Swiftlet.self
         do {
-            var command = try parseAsRoot()
+            var command = try root.parseAsRoot(arguments)
             try command.run()
         } catch let exit as ExitCode {
             Glibc.exit(exit.rawValue)
@@ -47,16 +51,23 @@ struct Swiftlet: ParsableCommand {
             printError("swiftlet: \(failure.message)")
             Glibc.exit(ExitStatus.vmmError)
         } catch {
-            let code = exitCode(for: error)
+            let code = root.exitCode(for: error)
             if code == .success {
-                print(fullMessage(for: error))
+                print(root.fullMessage(for: error))
                 Glibc.exit(0)
             }
-            let message = Swiftlet.message(for: error).split(separator: "\n").joined(separator: " ")
+            let message = root.message(for: error).split(separator: "\n").joined(separator: " ")
             printError("swiftlet: \(message) (see 'swiftlet help')")
             Glibc.exit(ExitStatus.usage)
         }
     }
+}
+
+/// `swiftlet` with a subcommand: the same command tree without the launch options.
+struct Subcommands: ParsableCommand {
+    static let names: Set<String> = ["run", "inspect"]
+    static let configuration = CommandConfiguration(commandName: "swiftlet", abstract: Swiftlet.configuration.abstract,
+                                                    version: Swiftlet.version, subcommands: [Run.self, Inspect.self])
 }
 
 /// A run-time failure (exit status 1) with its one-line message.

@@ -223,7 +223,8 @@ final class RunningSwiftlet: @unchecked Sendable {   // output behind `lock`; th
         try process.run()
         for _ in 0..<3000 where !FileManager.default.fileExists(atPath: socket) && process.isRunning { usleep(10_000) }
         guard FileManager.default.fileExists(atPath: socket) else {
-            throw ClientError(message: "swiftlet did not create \(socket) within 30 s: \(self.stderr)")
+            let ended = process.isRunning ? "still running" : "exited with \(process.terminationStatus)"
+            throw ClientError(message: "swiftlet did not create \(socket) within 30 s (\(ended)): \(self.stderr)\(self.stdout.suffix(300))")
         }
     }
 

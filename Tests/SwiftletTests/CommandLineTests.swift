@@ -74,6 +74,15 @@ struct CommandLineTests {
         #expect(result.stderr.filter { $0 == "\n" }.count == 1)
     }
 
+    /// `run`'s own `--api-sock` reaches it (the launch options of `swiftlet` without a subcommand
+    /// once took it silently): a path that is not a socket is refused before /dev/kvm is opened.
+    @Test func runChecksItsAPISocketPath() throws {
+        let file = try Harness.temporaryFile("not-a-socket", [1])
+        let result = Harness.swiftlet(["run", "--no-stdin", "--api-sock", file.path])
+        #expect(result.status == 1)
+        #expect(result.stderr == "swiftlet: --api-sock \(file.path): the path exists and is not a socket; remove it or choose another path\n")
+    }
+
     @Test func initrdTooLargeForMemory() throws {
         let initrd = try Harness.temporaryFile("big-initrd", [UInt8](repeating: 0x5A, count: 6 << 20))
         let result = Harness.swiftlet(["run", "--memory", "4M", "--initrd", initrd.path, "--no-stdin"])

@@ -1,6 +1,7 @@
 /*
  * Swiftlet ticker guest: a PVH kernel (32-bit protected mode, paging off) that prints
- * "tick 1" .. "tick 40" on COM1, one line every 25 ms of PIT time, then "ticker: done" and powers
+ * "tick 1" .. "tick 40" on COM1, one line every 100 ms of PIT time (slow enough for a
+ * test on a slow host to pause it mid-run), then "ticker: done" and powers
  * off through port 0x500 with status 0. Only the boot vCPU runs; any others stay waiting for INIT.
  * The tests pause and resume it through the API: no line may appear while it is paused, and the
  * lines after a resume must continue the count, as in an uninterrupted run.
@@ -11,7 +12,7 @@
         .set COM1, 0x3f8
         .set POWEROFF, 0x500
         .set TICKS, 40
-        .set PIT_25MS, 29830                    /* PIT ticks (1.193182 MHz) */
+        .set PIT_50MS, 59659                    /* PIT ticks (1.193182 MHz); 16 bits hold at most 54.9 ms */
 
 .include "xennote.inc"                  /* common/xennote.inc (as -I common) */
 
@@ -30,7 +31,9 @@ _start:
         mov $msg_start, %eax
         call puts
         mov $1, %esi
-1:      mov $PIT_25MS, %ecx
+1:      mov $PIT_50MS, %ecx
+        call pit_wait
+        mov $PIT_50MS, %ecx
         call pit_wait
         mov $msg_tick, %eax
         call puts

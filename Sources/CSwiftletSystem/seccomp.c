@@ -30,11 +30,12 @@ static const int allowed[] = {
     SYS_accept4, SYS_recvfrom, SYS_sendto, SYS_recvmsg, SYS_sendmsg, SYS_shutdown,
 };
 
-// What the API server needs on top: removing its socket at exit. (Accepting and serving its
-// connections uses the calls vsock's sockets need too, in the list above.) Still no new sockets,
-// connections out, processes or threads.
+// What the API server needs on top: removing its socket at exit, and PUT /snapshot/create's
+// files (the memory file sized with ftruncate, the state written to a temporary file, synced and
+// renamed over the target). (Accepting and serving its connections uses the calls vsock's
+// sockets need too, in the list above.) Still no new sockets, connections out, processes or threads.
 static const int api_allowed[] = {
-    SYS_unlink,
+    SYS_unlink, SYS_ftruncate, SYS_fsync, SYS_rename,
 };
 
 int cswiftlet_seccomp_allowed_count(void) { return (int)(sizeof allowed / sizeof allowed[0]); }

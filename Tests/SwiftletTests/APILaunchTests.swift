@@ -115,7 +115,7 @@ import Glibc
         #expect(try client.request("GET", "/vcpus/0").body.contains(#""run_state":"Paused""#))
         #expect(try client.request("PATCH", "/vm", #"{"state": "Paused"}"#).status == 400)
         let atPause = vmm.stdout
-        usleep(600_000)   // 24 ticks' worth of PIT time
+        usleep(600_000)   // 6 ticks' worth of PIT time
         #expect(vmm.stdout == atPause, "the guest printed while paused")
         #expect(try client.request("PATCH", "/vm", #"{"state": "Resumed"}"#).status == 204)
         #expect(try client.request("PATCH", "/vm", #"{"state": "Resumed"}"#).status == 400)
@@ -202,6 +202,7 @@ final class RunningSwiftlet: @unchecked Sendable {   // output behind `lock`; th
     let socket: String
     private let lock = NSLock()
     private var out = Data(), err = Data()
+    private var outEnded = false, errEnded = false   // end of file seen: every byte the process wrote is here
 
     init(_ arguments: [String], socketFlag: String = "--api-sock", socketLast: Bool = false) throws {
         socket = FileManager.default.temporaryDirectory
@@ -214,11 +215,13 @@ final class RunningSwiftlet: @unchecked Sendable {   // output behind `lock`; th
         process.standardInput = FileHandle.nullDevice
         stdout.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
-            self?.lock.lock(); self?.out.append(data); self?.lock.unlock()
+            if data.isEmpty { handle.readabilityHandler = nil }
+            self?.lock.lock(); self?.out.append(data); self?.outEnded = self?.outEnded == true || data.isEmpty; self?.lock.unlock()
         }
         stderr.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
-            self?.lock.lock(); self?.err.append(data); self?.lock.unlock()
+            if data.isEmpty { handle.readabilityHandler = nil }
+            self?.lock.lock(); self?.err.append(data); self?.errEnded = self?.errEnded == true || data.isEmpty; self?.lock.unlock()
         }
         try process.run()
         for _ in 0..<3000 where !FileManager.default.fileExists(atPath: socket) && process.isRunning { usleep(10_000) }
@@ -260,9 +263,19 @@ final class RunningSwiftlet: @unchecked Sendable {   // output behind `lock`; th
     /// Waits up to 120 s for the process to end; its exit status (killed: -1).
     func wait() -> Int32 {
         for _ in 0..<12000 where process.isRunning { usleep(10_000) }
-        if process.isRunning { process.terminate(); process.waitUntilExit(); return -1 }
+        if process.isRunning {   // SIGTERM, then SIGKILL: a hung VMM fails the test rather than hanging it
+            process.terminate()
+            for _ in 0..<1000 where process.isRunning { usleep(10_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+            return -1
+        }
         process.waitUntilExit()
-        usleep(50_000)   // the last output
+        for _ in 0..<1000 {   // up to 10 s for the last output
+            lock.lock(); let ended = outEnded && errEnded; lock.unlock()
+            if ended { break }
+            usleep(10_000)
+        }
         return process.terminationReason == .exit ? process.terminationStatus : 128 + process.terminationStatus
     }
 

@@ -46,13 +46,10 @@ public final class APIServer: Sendable {
     public static func start(path: String, router: APIRouter, on loop: MainLoop, maxBodyBytes: Int = defaultMaxBodyBytes,
                              logger: Logger = Logger(label: "swiftlet.api")) throws(APIServerError) -> APIServer {
         try SocketPath.prepare(path)
+        var address = sockaddr_un()
+        guard SocketPath.fill(&address, path) else { throw SocketPath.tooLong(path) }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw .bind(path: path, reason: String(cString: strerror(errno))) }
-        var address = sockaddr_un()
-        guard SocketPath.fill(&address, path) else {
-            Glibc.close(fd)
-            throw .bind(path: path, reason: "the path is longer than a Unix socket address allows (107 bytes)")
-        }
         // umask, not chmod after bind: no moment when another user could connect.
         let old = umask(0o177)
         let bound = withUnsafePointer(to: &address) {
@@ -151,11 +148,9 @@ extension APIServer {
     /// want a bad path refused before anything else is set up.
     public static func check(path: String) throws(APIServerError) {
         var address = sockaddr_un()
-        guard SocketPath.fill(&address, path) else {
-            throw .bind(path: path, reason: "the path is longer than a Unix socket address allows (107 bytes)")
-        }
+        guard SocketPath.fill(&address, path) else { throw SocketPath.tooLong(path) }
         var info = stat()
-        guard lstat(path, &info) == 0 else { return }
+        guard lstat(path, &info) == 0 else { return }   // nothing there
         guard info.st_mode & S_IFMT == S_IFSOCK else { throw .notASocket(path: path) }
         if SocketPath.isLive(path) { throw .live(path: path) }
     }
@@ -163,12 +158,14 @@ extension APIServer {
 
 /// Checks an API socket path before binding.
 enum SocketPath {
+    /// `APIServer.check`, then a stale socket (its server gone) removed.
     static func prepare(_ path: String) throws(APIServerError) {
-        var info = stat()
-        guard lstat(path, &info) == 0 else { return }   // nothing there
-        guard info.st_mode & S_IFMT == S_IFSOCK else { throw .notASocket(path: path) }
-        if isLive(path) { throw .live(path: path) }
-        unlink(path)   // stale: its server is gone
+        try APIServer.check(path: path)
+        unlink(path)
+    }
+
+    static func tooLong(_ path: String) -> APIServerError {
+        .bind(path: path, reason: "the path is longer than a Unix socket address allows (107 bytes)")
     }
 
     static func fill(_ address: inout sockaddr_un, _ path: String) -> Bool {

@@ -65,7 +65,7 @@ struct Swiftlet: ParsableCommand {
 
 /// `swiftlet` with a subcommand: the same command tree without the launch options.
 struct Subcommands: ParsableCommand {
-    static let names: Set<String> = ["run", "inspect"]
+    static let names = Set(configuration.subcommands.map { $0._commandName })
     static let configuration = CommandConfiguration(commandName: "swiftlet", abstract: Swiftlet.configuration.abstract,
                                                     version: Swiftlet.version, subcommands: [Run.self, Inspect.self])
 }

@@ -13,7 +13,7 @@
 # Slow: a guest's kernel mode runs about 50 times slower than on hardware. Build on this machine
 # first (`swift build --build-tests`, `make -C Guests`); never build inside the L1.
 #
-# usage: Linux/nested-kvm.sh [--cpus N] [--memory SIZE] [--timeout SECONDS] COMMAND...
+# usage: Linux/nested-kvm.sh [--cpus N] [--memory SIZE] [--timeout SECONDS] [--cpu MODEL] COMMAND...
 # example: Linux/nested-kvm.sh .build/debug/SwiftletPackageTests.xctest \
 #              --testing-library swift-testing --no-parallel --filter APILaunchTests
 #
@@ -24,12 +24,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 
 usage() { sed -n '/^# usage:/,/^#$/p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
-cpus=2 memory=8G timeout=3600
+cpus=2 memory=8G timeout=3600 cpu=EPYC-Rome,+svm,-npt
 while [ $# -gt 0 ]; do
     case $1 in
         --cpus) cpus=${2:?--cpus needs a count}; shift 2 ;;
         --memory) memory=${2:?--memory needs a size such as 8G}; shift 2 ;;
         --timeout) timeout=${2:?--timeout needs seconds}; shift 2 ;;
+        --cpu) cpu=${2:?--cpu needs a QEMU CPU model with svm}; shift 2 ;;
         -h|--help) usage ;;
         --) shift; break ;;
         -*) echo "nested-kvm.sh: unknown option $1" >&2; usage 2 ;;
@@ -109,7 +110,7 @@ run=$(mktemp -d "$runs/run.XXXXXX")
 trap 'rm -rf "$run"' EXIT
 {
     echo "export PATH=$(printf %q "$PATH") HOME=$(printf %q "$HOME")"
-    env | grep -E '^(CI|SWIFTLET_[A-Z_]*)=' | while IFS='=' read -r key value; do
+    { env | grep -E '^(CI|SWIFTLET_[A-Z_]*)=' || true; } | while IFS='=' read -r key value; do
         echo "export $key=$(printf %q "$value")"
     done
     case $PWD in
@@ -121,7 +122,7 @@ trap 'rm -rf "$run"' EXIT
 } > "$run/command"
 
 # The L1's console carries COMMAND's output; QEMU's and the firmware's chatter is left out.
-timeout "$timeout" qemu-system-x86_64 -accel tcg,thread=multi -cpu EPYC-Rome,+svm,+npt \
+timeout "$timeout" qemu-system-x86_64 -accel tcg,thread=multi -cpu "$cpu" \
     -smp "$cpus" -m "$memory" -nographic -no-reboot \
     -kernel "$l1/vmlinuz" -initrd "$l1/initrd.cpio" \
     -append "console=ttyS0 quiet panic=-1 nested.run=$run" \
@@ -131,7 +132,9 @@ timeout "$timeout" qemu-system-x86_64 -accel tcg,thread=multi -cpu EPYC-Rome,+sv
     || true
 result=$(sed -n 's/^nested-kvm: status \([0-9]*\)$/\1/p' "$run/console" | tail -n 1)
 if [ -z "$result" ]; then
-    echo "nested-kvm.sh: the L1 stopped before the command finished (timeout ${timeout} s, or the emulation failed); rerun" >&2
+    mv "$run/console" "$runs/last-console.txt"
+    echo "nested-kvm.sh: the L1 stopped before the command finished (timeout ${timeout} s, or the emulation failed;" \
+         "its console is in $runs/last-console.txt); rerun" >&2
     exit 125
 fi
 exit "$result"

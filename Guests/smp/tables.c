@@ -23,6 +23,35 @@ int mem_is(uint64_t a, const void *s, size_t n)
     return 1;
 }
 
+/* Whether the N bytes at S occur in the LEN bytes at A. */
+static int mem_find(uint64_t a, uint64_t len, const void *s, size_t n)
+{
+    for (uint64_t i = 0; i + n <= len; i++)
+        if (mem_is(a + i, s, n))
+            return 1;
+    return 0;
+}
+
+/* An AML PkgLength (ACPI 6.5, 20.2.4) at A: how many bytes follow its lead byte, and its value
+ * (counting itself), read no further than END. */
+static int aml_pkg_bytes(uint8_t lead) { return lead >> 6; }
+
+static uint64_t aml_pkg_length(uint64_t a, uint64_t end)
+{
+    if (a >= end)
+        return 0;
+    uint8_t lead = rd8(a);
+    int extra = aml_pkg_bytes(lead);
+    if (extra == 0)
+        return lead & 0x3f;
+    if (a + extra >= end)
+        return 0;
+    uint64_t value = lead & 0x0f;
+    for (int i = 0; i < extra; i++)
+        value |= (uint64_t)rd8(a + 1 + i) << (4 + 8 * i);
+    return value;
+}
+
 const char *show(uint64_t a, size_t n)
 {
     static char bufs[4][72];
@@ -402,19 +431,38 @@ static void fadt_checks(uint64_t f)
     check_eq("acpi-fadt-minor-version", rd8(f + 131), 0);
     check(mem_is(f + 268, "SWIFTLET", 8), "acpi-fadt-hypervisor", "got %s want 'SWIFTLET'", show(f + 268, 8));
 
-    /* The DSDT: Name(_S5, Package(4){5, 5, 0, 0}) and nothing else. */
-    static const uint8_t aml[] = {0x08, 0x5f, 0x53, 0x35, 0x5f, 0x12, 0x08, 0x04, 0x0a, 0x05, 0x0a, 0x05, 0x00, 0x00};
+    /* The DSDT: Name(_S5, Package(4){5, 5, 0, 0}), then Scope(\_SB) holding COM1 (PNP0501 at 0x3F8,
+     * IRQ 4) and the i8042 keyboard (PNP0303), and nothing after it; no virtio device (this guest
+     * runs with none). */
+    static const uint8_t s5[] = {0x08, 0x5f, 0x53, 0x35, 0x5f, 0x12, 0x08, 0x04, 0x0a, 0x05, 0x0a, 0x05, 0x00, 0x00};
     uint64_t d = xdsdt ? xdsdt : dsdt;
     if (!dsdt_ok && !(table_ok(d, 4) && mem_is(d, "DSDT", 4))) {
         fail("acpi-dsdt-signature", "the FADT points at no DSDT");
         return;
     }
-    if (!header_checks(d, "dsdt", "DSDT", ACPI_HDR + sizeof aml, 2))
-        return;
     uint32_t len = rd32(d + 4);
-    check(len == ACPI_HDR + sizeof aml && mem_is(d + ACPI_HDR, aml, sizeof aml), "acpi-dsdt-aml",
-          "%u AML bytes starting %s, want 08 5f 53 35 5f 12 08 04 0a 05 0a 05 00 00", len - ACPI_HDR,
-          show(d + ACPI_HDR, len - ACPI_HDR < 16 ? len - ACPI_HDR : 16));
+    /* Its length is judged by the AML it holds (the scope must end where the table does). */
+    if (!header_checks(d, "dsdt", "DSDT", len > ACPI_HDR + sizeof s5 ? len : ACPI_HDR + sizeof s5 + 1, 2) ||
+        !table_ok(d, len))
+        return;
+    check(mem_is(d + ACPI_HDR, s5, sizeof s5), "acpi-dsdt-s5", "AML starts %s, want 08 5f 53 35 5f 12 08 04 0a 05 0a 05 00 00",
+          show(d + ACPI_HDR, sizeof s5));
+    uint64_t scope = d + ACPI_HDR + sizeof s5, end = d + len;
+    uint64_t scope_end = scope + 1 + aml_pkg_length(scope + 1, end);
+    check(rd8(scope) == 0x10 && scope_end == end && mem_is(scope + 1 + aml_pkg_bytes(rd8(scope + 1)), "\\_SB_", 5),
+          "acpi-dsdt-sb", "after _S5: %s, want Scope (\\_SB_) to the table's end (0x%lx, ends 0x%lx)",
+          show(scope, 8), end, scope_end);
+    static const uint8_t com1[] = {'C', 'O', 'M', '1', 0x08, '_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x05, 0x01};
+    static const uint8_t ps2k[] = {'P', 'S', '2', 'K', 0x08, '_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x03, 0x03};
+    static const uint8_t com1_io[] = {0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08, 0x22, 0x10, 0x00};
+    check(mem_find(scope, len - ACPI_HDR - sizeof s5, com1, sizeof com1), "acpi-dsdt-com1",
+          "no Device (COM1) with _HID EisaId (\"PNP0501\")");
+    check(mem_find(scope, len - ACPI_HDR - sizeof s5, com1_io, sizeof com1_io), "acpi-dsdt-com1-crs",
+          "no IO (0x3F8, 8) with IRQNoFlags (4) in the DSDT");
+    check(mem_find(scope, len - ACPI_HDR - sizeof s5, ps2k, sizeof ps2k), "acpi-dsdt-i8042",
+          "no Device (PS2K) with _HID EisaId (\"PNP0303\")");
+    check(!mem_find(scope, len - ACPI_HDR - sizeof s5, "LNRO0005", 8), "acpi-dsdt-no-virtio",
+          "a virtio-mmio device (LNRO0005) with no virtio device configured");
 }
 
 /* MADT entry types in order for n CPUs. */

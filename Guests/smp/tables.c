@@ -32,7 +32,7 @@ static int mem_find(uint64_t a, uint64_t len, const void *s, size_t n)
     return 0;
 }
 
-/* An AML PkgLength (ACPI 6.5, 20.2.4) at A: how many bytes follow its lead byte, and its value
+/* An AML PkgLength (ACPI 6.5, 20.2.4): how many bytes follow its lead byte, and (at A) its value
  * (counting itself), read no further than END. */
 static int aml_pkg_bytes(uint8_t lead) { return lead >> 6; }
 
@@ -449,7 +449,7 @@ static void fadt_checks(uint64_t f)
           show(d + ACPI_HDR, sizeof s5));
     uint64_t scope = d + ACPI_HDR + sizeof s5, end = d + len;
     uint64_t scope_end = scope + 1 + aml_pkg_length(scope + 1, end);
-    check(rd8(scope) == 0x10 && scope_end == end && mem_is(scope + 1 + aml_pkg_bytes(rd8(scope + 1)), "\\_SB_", 5),
+    check(rd8(scope) == 0x10 && scope_end == end && mem_is(scope + 2 + aml_pkg_bytes(rd8(scope + 1)), "\\_SB_", 5),
           "acpi-dsdt-sb", "after _S5: %s, want Scope (\\_SB_) to the table's end (0x%lx, ends 0x%lx)",
           show(scope, 8), end, scope_end);
     static const uint8_t com1[] = {'C', 'O', 'M', '1', 0x08, '_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x05, 0x01};

@@ -443,7 +443,7 @@ static void fadt_checks(uint64_t f)
     uint32_t len = rd32(d + 4);
     /* Its length is judged by the AML it holds (the scope must end where the table does). */
     if (!header_checks(d, "dsdt", "DSDT", len > ACPI_HDR + sizeof s5 ? len : ACPI_HDR + sizeof s5 + 1, 2) ||
-        !table_ok(d, len))
+        len <= ACPI_HDR + sizeof s5 || !table_ok(d, len))
         return;
     check(mem_is(d + ACPI_HDR, s5, sizeof s5), "acpi-dsdt-s5", "AML starts %s, want 08 5f 53 35 5f 12 08 04 0a 05 0a 05 00 00",
           show(d + ACPI_HDR, sizeof s5));

@@ -10,8 +10,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 hold_lock debian-kernel
 
-package=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
-[ -n "$package" ] || unavailable "apt knows no linux-image-amd64 (run 'apt-get update' first)"
+package=$(stock_kernel_package)
 version=$(candidate_version "$package")
 out="$swiftlet_cache/debian/$package-$version"
 if [ -s "$out/vmlinux" ] && [ -s "$out/vmlinuz" ]; then echo "$out"; exit 0; fi

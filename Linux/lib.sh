@@ -25,6 +25,15 @@ candidate_version() {
     apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ { if ($2 != "(none)") print $2; exit }'
 }
 
+# The versioned linux-image package that Debian's linux-image-amd64 depends on (its stock kernel);
+# exits with the unavailable status if apt knows none.
+stock_kernel_package() {
+    local package
+    package=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+    [ -n "$package" ] || unavailable "apt knows no linux-image-amd64 (run 'apt-get update' first)"
+    echo "$package"
+}
+
 # Downloads PACKAGE's .deb into the cache's downloads folder (once per version) and prints its path.
 fetch_deb() {
     local package=$1 version

@@ -48,8 +48,7 @@ modules="irqbypass kvm ccp kvm-amd virtio_ring virtio virtio_pci_modern_dev virt
 make_l1() {
     hold_lock nested-kvm
     local package version
-    package=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
-    [ -n "$package" ] || unavailable "apt knows no linux-image-amd64 (run 'apt-get update' first)"
+    package=$(stock_kernel_package)
     version=$(candidate_version "$package")
     l1="$swiftlet_cache/nested/$package-$version"
     [ -s "$l1/initrd.cpio" ] && return

@@ -197,32 +197,19 @@ import Glibc
 }
 
 /// A `swiftlet` process serving the API on a socket of its own, its output collected as it comes.
-final class RunningSwiftlet: @unchecked Sendable {   // output behind `lock`; the process is thread-safe
+final class RunningSwiftlet: @unchecked Sendable {   // the process and the collectors are thread-safe
     let process = Process()
     let socket: String
-    private let lock = NSLock()
-    private var out = Data(), err = Data()
-    private var outEnded = false, errEnded = false   // end of file seen: every byte the process wrote is here
+    private let out = LiveOutput(), err = LiveOutput()
 
     init(_ arguments: [String], socketFlag: String = "--api-sock", socketLast: Bool = false) throws {
         socket = FileManager.default.temporaryDirectory
             .appendingPathComponent("swiftlet-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock").path
         process.executableURL = Harness.binary
         process.arguments = socketLast ? arguments + [socketFlag, socket] : [socketFlag, socket] + arguments
-        let stdout = Pipe(), stderr = Pipe()
-        process.standardOutput = stdout
-        process.standardError = stderr
+        process.standardOutput = out.pipe
+        process.standardError = err.pipe
         process.standardInput = FileHandle.nullDevice
-        stdout.fileHandleForReading.readabilityHandler = { [weak self] handle in
-            let data = handle.availableData
-            if data.isEmpty { handle.readabilityHandler = nil }
-            self?.lock.lock(); self?.out.append(data); self?.outEnded = self?.outEnded == true || data.isEmpty; self?.lock.unlock()
-        }
-        stderr.fileHandleForReading.readabilityHandler = { [weak self] handle in
-            let data = handle.availableData
-            if data.isEmpty { handle.readabilityHandler = nil }
-            self?.lock.lock(); self?.err.append(data); self?.errEnded = self?.errEnded == true || data.isEmpty; self?.lock.unlock()
-        }
         try process.run()
         for _ in 0..<3000 where !FileManager.default.fileExists(atPath: socket) && process.isRunning { usleep(10_000) }
         guard FileManager.default.fileExists(atPath: socket) else {
@@ -245,18 +232,11 @@ final class RunningSwiftlet: @unchecked Sendable {   // output behind `lock`; th
 
     func client() throws -> Client { try Client(socket) }
 
-    var stdout: String { lock.lock(); defer { lock.unlock() }; return String(decoding: out, as: UTF8.self) }
-    var stderr: String { lock.lock(); defer { lock.unlock() }; return String(decoding: err, as: UTF8.self) }
+    var stdout: String { out.text }
+    var stderr: String { err.text }
 
     /// Waits up to 60 s for `text` in the guest's output.
-    func waitForOutput(_ text: String) -> Bool {
-        for _ in 0..<6000 {
-            if stdout.contains(text) { return true }
-            if !process.isRunning { return stdout.contains(text) }
-            usleep(10_000)
-        }
-        return false
-    }
+    func waitForOutput(_ text: String) -> Bool { out.wait(for: text, from: process) }
 
     func signal(_ number: Int32) { kill(process.processIdentifier, number) }
 
@@ -271,11 +251,7 @@ final class RunningSwiftlet: @unchecked Sendable {   // output behind `lock`; th
             return -1
         }
         process.waitUntilExit()
-        for _ in 0..<1000 {   // up to 10 s for the last output
-            lock.lock(); let ended = outEnded && errEnded; lock.unlock()
-            if ended { break }
-            usleep(10_000)
-        }
+        for _ in 0..<1000 where !(out.ended && err.ended) { usleep(10_000) }   // up to 10 s for the last output
         return process.terminationReason == .exit ? process.terminationStatus : 128 + process.terminationStatus
     }
 

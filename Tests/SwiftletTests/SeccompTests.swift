@@ -23,22 +23,14 @@ struct SeccompTests {
         process.executableURL = Harness.binary
         process.arguments = ["run", "--kernel", try Harness.builtGuests().probe.path, "--cpus", "2",
                              "--cmdline", "swiftlet.action=idle"] + extra
-        let output = Pipe(), seen = Locked(Data())   // written by the reading handler only
-        output.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if data.isEmpty { handle.readabilityHandler = nil }
-            seen.value.append(data)
-        }
-        process.standardOutput = output
+        let output = LiveOutput()
+        process.standardOutput = output.pipe
         process.standardError = FileHandle.nullDevice
         process.standardInput = Pipe()
         try process.run()
         // The probe prints its summary just before it idles: by then guest code has run, so every
         // thread the VM needs exists and the filter, if on, is installed. Up to 60 s on a slow host.
-        for _ in 0..<6000 where process.isRunning && !String(decoding: seen.value, as: UTF8.self).contains("summary ") {
-            usleep(10_000)
-        }
-        #expect(String(decoding: seen.value, as: UTF8.self).contains("summary "), "the probe never reached its idle loop")
+        #expect(output.wait(for: "summary ", from: process), "the probe never reached its idle loop")
         let modes = threadFilterModes(of: process.processIdentifier)
         process.terminate()
         process.waitUntilExit()

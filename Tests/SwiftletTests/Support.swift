@@ -166,3 +166,33 @@ func fnv1a32(_ bytes: [UInt8]) -> UInt32 {
     for byte in bytes { hash = (hash ^ UInt32(byte)) &* 0x0100_0193 }
     return hash
 }
+
+/// A child process's output stream as it comes: read by the pipe's handler, kept until the end.
+final class LiveOutput: @unchecked Sendable {   // `data` and `atEnd` behind `lock`
+    let pipe = Pipe()
+    private let lock = NSLock()
+    private var data = Data(), atEnd = false
+
+    init() {
+        pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let chunk = handle.availableData
+            if chunk.isEmpty { handle.readabilityHandler = nil }
+            guard let self else { return }
+            lock.lock(); data.append(chunk); atEnd = atEnd || chunk.isEmpty; lock.unlock()
+        }
+    }
+
+    var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
+    /// End of file seen: every byte the process wrote is here.
+    var ended: Bool { lock.lock(); defer { lock.unlock() }; return atEnd }
+
+    /// Waits up to 60 s for `text`, or until `process` has ended; whether `text` came.
+    func wait(for text: String, from process: Process) -> Bool {
+        for _ in 0..<6000 {
+            if self.text.contains(text) { return true }
+            if !process.isRunning { return self.text.contains(text) }
+            usleep(10_000)
+        }
+        return false
+    }
+}

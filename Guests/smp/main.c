@@ -405,7 +405,7 @@ NORETURN void smp_main(void)
 
     /* Find the CPUs. */
     if (use_madt)
-        madt_discover(rsdp, &disc);
+        madt_discover(bsp_id, rsdp, &disc);
     else
         mptable_discover(bsp_id, &disc);
     int listed = 0;

@@ -31,7 +31,7 @@ struct discovery {
 
 int mptable_discover(uint32_t bsp_id, struct discovery *d);
 void mptable_cpuid_checks(void);
-int madt_discover(uint64_t rsdp_paddr, struct discovery *d);
+int madt_discover(uint32_t bsp_id, uint64_t rsdp_paddr, struct discovery *d);
 
 /* ---- physical memory (identity-mapped below 4 GiB) ---- */
 static inline uint8_t rd8(uint64_t a) { return *(const volatile uint8_t *)a; }

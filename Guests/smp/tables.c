@@ -465,11 +465,18 @@ static void fadt_checks(uint64_t f)
           "a virtio-mmio device (LNRO0005) with no virtio device configured");
 }
 
-/* MADT entry types in order for n CPUs. */
-static uint8_t madt_expected_type(uint32_t i, uint32_t n)
+/* The APIC ID of the k-th processor entry: the boot processor first (ACPI asks firmware to list
+ * it first), then the others in ID order. */
+static uint32_t madt_expected_id(uint32_t k, uint32_t bsp)
+{
+    return k == 0 ? bsp : k - 1 < bsp ? k - 1 : k;
+}
+
+/* MADT entry types in order for n CPUs: Local APIC below ID 255, Local x2APIC from 255 on. */
+static uint8_t madt_expected_type(uint32_t i, uint32_t n, uint32_t bsp)
 {
     if (i < n)
-        return i < 255 ? 0 : 9;
+        return madt_expected_id(i, bsp) < 255 ? 0 : 9;
     i -= n;
     return i == 0 ? 1 : i == 1 ? 2 : i == 2 ? 4 : 0xa;
 }
@@ -484,7 +491,7 @@ static uint64_t madt_nth(uint8_t type, uint32_t k)
     return mp_nth(type, k);
 }
 
-static int madt_checks(uint64_t m, struct discovery *d)
+static int madt_checks(uint64_t m, uint32_t bsp, struct discovery *d)
 {
     /* Walk first: the expected length depends on the number of CPUs. */
     int malformed = 0;
@@ -520,12 +527,12 @@ static int madt_checks(uint64_t m, struct discovery *d)
     } else {
         uint32_t want = madt_expected_count(n), bad = nent;
         for (uint32_t i = 0; i < nent && i < want; i++)
-            if (ent[i].type != madt_expected_type(i, n)) {
+            if (ent[i].type != madt_expected_type(i, n, bsp)) {
                 bad = i;
                 break;
             }
         if (bad < nent)
-            fail("acpi-madt-entry-order", "entry %u has type %u want %u", bad, ent[bad].type, madt_expected_type(bad, n));
+            fail("acpi-madt-entry-order", "entry %u has type %u want %u", bad, ent[bad].type, madt_expected_type(bad, n, bsp));
         else
             check(nent == want, "acpi-madt-entry-order", "%u entries want %u", nent, want);
     }
@@ -537,29 +544,28 @@ static int madt_checks(uint64_t m, struct discovery *d)
         const struct entry *e = &ent[i];
         if (e->type != 0 && e->type != 9)
             continue;
-        uint32_t id, flags;
+        uint32_t id, flags, want = madt_expected_id(k, bsp);
         int good;
         if (e->type == 0) {
             id = rd8(e->at + 3);
             flags = rd32(e->at + 4);
-            good = k < 255 && e->len == 8 && rd8(e->at + 2) == k && id == k && flags == 1;
+            good = want < 255 && e->len == 8 && rd8(e->at + 2) == want && id == want && flags == 1;
             if (!good && bad < 0) {
                 bad = (int)k;
-                fail("acpi-madt-cpus", "CPU %u: Local APIC entry length %u UID %u APIC ID %u flags 0x%x, want %s",
+                fail("acpi-madt-cpus", "entry %u: Local APIC entry length %u UID %u APIC ID %u flags 0x%x, want %s %u",
                      k, e->len, rd8(e->at + 2), id, flags,
-                     k < 255 ? "length 8, UID and APIC ID equal to the index, flags 0x1" : "a Local x2APIC entry");
+                     want < 255 ? "length 8, flags 0x1, UID and APIC ID" : "a Local x2APIC entry for ID", want);
             }
         } else {
             id = rd32(e->at + 4);
             flags = rd32(e->at + 8);
-            good = k >= 255 && e->len == 16 && rd16(e->at + 2) == 0 && id == k && flags == 1 && rd32(e->at + 12) == k;
+            good = want >= 255 && e->len == 16 && rd16(e->at + 2) == 0 && id == want && flags == 1 && rd32(e->at + 12) == want;
             if (!good && bad < 0) {
                 bad = (int)k;
                 fail("acpi-madt-cpus",
-                     "CPU %u: Local x2APIC entry length %u reserved 0x%x x2APIC ID %u flags 0x%x UID %u, want %s", k,
+                     "entry %u: Local x2APIC entry length %u reserved 0x%x x2APIC ID %u flags 0x%x UID %u, want %s %u", k,
                      e->len, rd16(e->at + 2), id, flags, rd32(e->at + 12),
-                     k >= 255 ? "length 16, reserved 0, ID and UID equal to the index, flags 0x1"
-                              : "a Local APIC entry (index below 255)");
+                     want >= 255 ? "length 16, reserved 0, flags 0x1, ID and UID" : "a Local APIC entry for ID", want);
             }
         }
         if (k < MAX_LISTED) {
@@ -620,7 +626,7 @@ static int madt_checks(uint64_t m, struct discovery *d)
     return d->ok;
 }
 
-int madt_discover(uint64_t rsdp_paddr, struct discovery *d)
+int madt_discover(uint32_t bsp_id, uint64_t rsdp_paddr, struct discovery *d)
 {
     check_eq("acpi-rsdp-start-info", rsdp_paddr, 0xe0000);
     uint64_t scanned = scan("RSD PTR ", 8, 0xe0000, 0x100000);
@@ -681,5 +687,5 @@ int madt_discover(uint64_t rsdp_paddr, struct discovery *d)
         fail("acpi-madt-signature", "no APIC table listed");
         return 0;
     }
-    return madt_checks(madt, d);
+    return madt_checks(madt, bsp_id, d);
 }

@@ -170,7 +170,7 @@ enum MachineBuilder {
             boot.initrdCeiling = 0x8000_0000
         }
         if configuration.acpi {
-            var acpi = ACPI(cpus: configuration.cpus)
+            var acpi = ACPI(cpus: configuration.cpus, bootCPU: configuration.bootCPU)
             acpi.virtioDevices = virtio
             boot.acpi = acpi
         }

@@ -13,8 +13,15 @@ public struct ACPI: Equatable, Sendable {
     public static let s5SleepType: UInt8 = 5
 
     public var cpus: Int
+    /// The vCPU that boots (`--boot-cpu`): its processor entry comes first in the MADT, as ACPI
+    /// asks of firmware (ACPI 6.5 §5.2.12.12: OSPM brings processors up in MADT order, so the boot
+    /// processor is listed first; Linux 6.9 and later call any other order a firmware bug).
+    public var bootCPU: Int
 
-    public init(cpus: Int) { self.cpus = cpus }
+    public init(cpus: Int, bootCPU: Int = 0) {
+        self.cpus = cpus
+        self.bootCPU = (0..<max(cpus, 1)).contains(bootCPU) ? bootCPU : 0
+    }
 
     /// Two's complement of the byte sum: the value that makes `bytes` sum to zero.
     public static func checksum(_ bytes: [UInt8]) -> UInt8 {
@@ -45,7 +52,7 @@ public struct ACPI: Equatable, Sendable {
         body.put(UInt32(Layout.lapic), at: 0)
         body.put(UInt32(1), at: 4)                                  // PCAT_COMPAT: 8259s present
         var entries: [UInt8] = []
-        for cpu in 0..<cpus {
+        for cpu in [bootCPU] + (0..<cpus).filter({ $0 != bootCPU }) where cpu < cpus {
             if cpu < 255 {
                 entries += [0, 8, UInt8(cpu), UInt8(cpu)] + ByteImage.le(UInt32(1))
             } else {

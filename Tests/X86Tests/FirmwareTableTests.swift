@@ -136,6 +136,21 @@ struct ACPITests {
         #expect(last.address + UInt64(last.bytes.count) <= 0x10_0000)
     }
 
+    /// The boot processor's entry first, then the others in APIC ID order (xAPIC entries, and
+    /// x2APIC entries from ID 255 on), whichever vCPU boots.
+    @Test(arguments: [(1, 0), (4, 0), (4, 2), (4, 3), (300, 1), (300, 256), (300, 299)])
+    func madtListsTheBootProcessorFirst(cpus: Int, bootCPU: Int) throws {
+        let madt = ACPI(cpus: cpus, bootCPU: bootCPU).madt
+        var offset = 44, ids: [Int] = []
+        while offset + 2 <= madt.count {
+            let type = madt[offset], length = Int(madt[offset + 1])
+            if type == 0 { ids.append(Int(madt[offset + 3])); #expect(Int(madt[offset + 2]) == ids.last) }
+            if type == 9 { ids.append(Int(le32(madt, offset + 4))); #expect(Int(le32(madt, offset + 12)) == ids.last) }
+            offset += max(length, 2)
+        }
+        #expect(ids == [bootCPU] + (0..<cpus).filter { $0 != bootCPU })
+    }
+
     @Test func bootInfoCarriesTheRSDP() throws {
         let memory = try GuestMemory(regions: Layout.ramRegions(size: 64 << 20))
         var config = BootConfiguration(protocol: .pvh, kernel: LoadedKernel(entry: 0x100000, physicalStart: 0x100000, physicalEnd: 0x101000),

@@ -226,18 +226,20 @@ int mptable_discover(uint32_t bsp_id, struct discovery *d)
             check(nent == n + MP_EXTRA_ENTRIES, "mp-entry-order", "%u entries want %u", nent, n + MP_EXTRA_ENTRIES);
     }
 
-    /* Processor entries: APIC ID i, version 0x14, EN (| BP on the boot CPU), reserved 0. */
+    /* Processor entries: the boot CPU's first (EN | BP), then the others by APIC ID (EN); version
+     * 0x14, reserved 0. */
     int bad = -1, bps = 0;
     mp_ncpu = 0;
     for (uint32_t k = 0; k < n && k < MAX_LISTED; k++) {
         uint64_t e = mp_nth(0, k);
         uint8_t id = rd8(e + 1), flags = rd8(e + 3);
-        uint8_t want_flags = (uint8_t)(1 | (k == bsp_id ? 2 : 0));
+        uint32_t want_id = k == 0 ? bsp_id : k - 1 < bsp_id ? k - 1 : k;
+        uint8_t want_flags = (uint8_t)(1 | (k == 0 ? 2 : 0));
         bps += (flags & 2) != 0;
-        if (bad < 0 && (id != k || rd8(e + 2) != 0x14 || flags != want_flags || rd32(e + 12) || rd32(e + 16))) {
+        if (bad < 0 && (id != want_id || rd8(e + 2) != 0x14 || flags != want_flags || rd32(e + 12) || rd32(e + 16))) {
             bad = (int)k;
             fail("mp-cpus", "processor entry %u: APIC ID %u version 0x%x flags 0x%x reserved 0x%x 0x%x, want %u 0x14 0x%x 0 0",
-                 k, id, rd8(e + 2), flags, rd32(e + 12), rd32(e + 16), k, want_flags);
+                 k, id, rd8(e + 2), flags, rd32(e + 12), rd32(e + 16), want_id, want_flags);
         }
         mp_cpu_entry[k] = e;
         d->ids[k] = id;

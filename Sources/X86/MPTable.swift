@@ -50,7 +50,9 @@ public struct MPTable: Equatable, Sendable {
         image.put(UInt16(cpus + 1 + 1 + Self.isaInterrupts + 2), at: 34)
         image.put(UInt32(Layout.lapic), at: 36)
         var offset = 44
-        for cpu in 0..<cpus {
+        // The boot processor's entry first, then the others by APIC ID: Linux (6.9 on) takes the
+        // first processor a table enumerates as the real BSP and calls any other order a firmware bug.
+        for cpu in [bootCPU] + (0..<cpus).filter({ $0 != bootCPU }) {
             image.put(UInt8(0), at: offset)                                     // processor
             image.put(UInt8(cpu), at: offset + 1)
             image.put(Self.localAPICVersion, at: offset + 2)

@@ -54,10 +54,11 @@ struct MPTableTests {
         #expect(Int(config[4]) | Int(config[5]) << 8 == config.count)
         #expect(Int(config[34]) | Int(config[35]) << 8 == cpus + 20)
         #expect(le32(config, 36) == 0xFEE0_0000)
-        for cpu in 0..<cpus {
-            let e = 44 + 20 * cpu
+        // The boot processor's entry first (BP flag), then the others by APIC ID.
+        for (index, cpu) in ([boot] + (0..<cpus).filter { $0 != boot }).enumerated() {
+            let e = 44 + 20 * index
             #expect(config[e] == 0 && config[e + 1] == UInt8(cpu) && config[e + 2] == 0x14)
-            #expect(config[e + 3] == (cpu == boot ? 3 : 1))
+            #expect(config[e + 3] == (index == 0 ? 3 : 1))
             #expect(le32(config, e + 4) == 0x6F8 && le32(config, e + 8) == 0x1789_FBFF)
         }
         var e = 44 + 20 * cpus

@@ -8,7 +8,7 @@ Entries: /bin/busybox and a link per applet the init script and the shell test u
 import argparse
 
 APPLETS = ["sh", "mount", "cat", "echo", "nproc", "poweroff", "reboot", "sleep", "ls", "uname",
-           "dmesg", "head", "grep", "true", "false",
+           "dmesg", "head", "grep", "true", "false", "awk",
            # the virtio checks
            "mkdir", "mke2fs", "umount", "sync", "dd", "wc", "ip", "ping", "basename", "timeout", "sed"]
 

@@ -97,8 +97,12 @@ enum Harness {
         }
         let deadline = DispatchTime.now() + timeout
         if group.wait(timeout: deadline) == .timedOut {
+            // SIGTERM, then SIGKILL: a VMM that hangs fails its test instead of hanging the suite.
             process.terminate()
-            group.wait()
+            if group.wait(timeout: .now() + 30) == .timedOut {
+                kill(process.processIdentifier, SIGKILL)
+                group.wait()
+            }
         }
         process.waitUntilExit()
         return ProcessResult(status: process.terminationStatus,

@@ -428,6 +428,8 @@ static void fadt_checks(uint64_t f)
                         "DSDT 0x%x X_DSDT 0x%lx (%s), want equal and pointing at a DSDT", dsdt, xdsdt,
                         sig_at(xdsdt ? xdsdt : dsdt));
     check_eq("acpi-fadt-sci", rd16(f + 46), 9);
+    /* IAPC_BOOT_ARCH: an 8042 (bit 1), no VGA (bit 2), no CMOS RTC (bit 5). */
+    check_eq("acpi-fadt-boot-arch", rd16(f + 109), 0x26);
     gas_check("acpi-fadt-sleep-control", f + 244, 0x508);
     gas_check("acpi-fadt-sleep-status", f + 256, 0x509);
     check_eq("acpi-fadt-minor-version", rd8(f + 131), 0);

@@ -111,7 +111,10 @@ public struct ACPI: Equatable, Sendable {
         func put<T: FixedWidthInteger>(_ value: T, _ offset: Int) { body.put(value, at: offset - 36) }
         put(UInt32(truncatingIfNeeded: dsdtAddress), 40)
         put(Self.sciInterrupt, 46)
-        put(UInt16(1 << 1), 109)                                    // IAPC_BOOT_ARCH: 8042 present
+        // IAPC_BOOT_ARCH (ACPI 6.5 Table 5.11): an 8042 (bit 1); no VGA (bit 2) and no CMOS RTC
+        // (bit 5) to probe. Without bit 5 Linux registers rtc_cmos and its probe spins on the
+        // update-in-progress bit of a CMOS that reads 0xFF, then says "broken or not accessible".
+        put(UInt16(1 << 1 | 1 << 2 | 1 << 5), 109)
         put(UInt32(1 << 20), 112)                                   // flags: HW_REDUCED_ACPI
         put(UInt8(0), 131)                                          // minor version
         put(dsdtAddress, 140)                                       // X_DSDT

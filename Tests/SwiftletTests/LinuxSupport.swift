@@ -73,10 +73,13 @@ struct KernelLog {
     /// The kernel's own e820 lines ("BIOS-e820: [mem 0x...-0x...] usable").
     var e820: [String] { lines.filter { $0.hasPrefix("BIOS-e820: ") } }
 
-    /// Lines where the kernel complains about the firmware tables or hardware Swiftlet gives it.
+    /// Lines where the kernel complains about the firmware tables or hardware Swiftlet gives it, or
+    /// hits a WARN or BUG ("WARNING: CPU: N PID: ..."; not a CPU-vulnerability notice such as Debian
+    /// 6.1's "Speculative Return Stack Overflow: WARNING: See ... for mitigation options", which is
+    /// about the host CPU's microcode on an AMD Zen).
     var complaints: [String] {
         let patterns = ["checksum", "Firmware Bug", "FW_BUG", "BIOS bug", "ACPI BIOS Error", "ACPI BIOS Warning", "ACPI Error",
-                        "ACPI Warning", "WARNING:", "BUG:", "Call Trace", "Oops", "Can't read CTR", "i8042: Can't",
+                        "ACPI Warning", "WARNING: CPU:", "BUG:", "Call Trace", "Oops", "Can't read CTR", "i8042: Can't",
                         "MP-BIOS bug", "Kernel panic"]
         // Said on every boot (whether ACPICA checks table checksums early), not a complaint.
         let notices = ["Early table checksum verification"]

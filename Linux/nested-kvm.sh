@@ -116,7 +116,8 @@ trap 'rm -rf "$run"' EXIT
     done
     case $PWD in
         /tmp/*) rel=${PWD#/tmp/}; top=${rel%%/*}
-                echo "mkdir -p /tmp/$(printf %q "$top") && mount --bind /orig-tmp/$(printf %q "$top") /tmp/$(printf %q "$top")" ;;
+                # /orig-tmp is in the L1's own root, outside the chroot: reached through PID 1's root.
+                echo "mkdir -p /tmp/$(printf %q "$top") && mount --bind /proc/1/root/orig-tmp/$(printf %q "$top") /tmp/$(printf %q "$top")" ;;
     esac
     echo "cd $(printf %q "$PWD") || exit 126"
     printf 'exec bash -c %q' "$(printf '%q ' "$@")"

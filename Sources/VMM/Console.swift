@@ -22,9 +22,10 @@ public func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
 /// the main loop. When stdin is a terminal it
 /// is put in non-canonical, no-echo mode (signals still work) and restored by `stop`.
 ///
-/// A pipe or terminal is watched with epoll. While the guest has not drained the receive FIFO,
-/// reading stops and a one-shot timer retries in `retryNanoseconds`; a regular file (which epoll
-/// refuses) is read on that timer alone. Nothing waits on a thread of its own.
+/// A pipe or terminal is watched with epoll and read only when epoll says it is readable. While
+/// the guest has not drained the receive FIFO, watching stops and a one-shot timer retries in
+/// `retryNanoseconds`; a regular file (which epoll refuses) is read on that timer alone. Nothing
+/// waits on a thread of its own, and the loop never blocks in a read.
 final class ConsoleInput: @unchecked Sendable {   // every var is touched on the loop's thread only
     static let retryNanoseconds: UInt64 = 5_000_000
 
@@ -35,6 +36,8 @@ final class ConsoleInput: @unchecked Sendable {   // every var is touched on the
     private var savedTerminal: termios?
     private var pending: [UInt8] = []
     private var watching = false
+    /// epoll takes the source (a pipe, socket or terminal), as opposed to a regular file.
+    private var pollable = true
     private var retry: MainLoop.Timer?
     private var ended = false
 
@@ -55,6 +58,7 @@ final class ConsoleInput: @unchecked Sendable {   // every var is touched on the
             watching = true
         } catch where error.errno == EPERM {
             // A regular file or /dev/null: always readable, so read it on the timer.
+            pollable = false
             try scheduleRetry()
         }
     }
@@ -75,35 +79,36 @@ final class ConsoleInput: @unchecked Sendable {   // every var is touched on the
         let taken = receive(pending)
         pending.removeFirst(taken)
         if pending.isEmpty {
-            if !watching && retry == nil { try? scheduleRetry() }   // a file: keep reading on the timer
+            if !pollable && retry == nil { try? scheduleRetry() }   // a file: keep reading on the timer
             return
         }
         if watching {
             loop.unwatch(source)
             watching = false
         }
-        try? scheduleRetry()
+        if retry == nil { try? scheduleRetry() }
     }
 
     private func scheduleRetry() throws(MainLoop.Failure) {
         retry = try loop.schedule(after: Self.retryNanoseconds) { [self] in
             retry = nil
             guard !ended else { return }
-            if !pending.isEmpty {
-                push()
-                if pending.isEmpty { resumeReading() }
-            } else {
-                resumeReading()
-            }
+            if !pending.isEmpty { push() }   // schedules the next retry while some is left
+            if pending.isEmpty { resumeReading() }
         }
     }
 
+    /// Reads on: a pollable source is watched again (read once epoll says so, never here: with
+    /// nothing to read, a read would block the loop); a file is read now, and `push` schedules
+    /// the next round.
     private func resumeReading() {
+        guard pollable else { readable(); return }
+        guard !watching else { return }
         do {
             try loop.watch(source, for: .readable) { [self] _ in readable() }
             watching = true
         } catch {
-            readable()   // not pollable: read now; `push` schedules the next round
+            end()   // cannot be watched any more: no more input, the VM runs on
         }
     }
 

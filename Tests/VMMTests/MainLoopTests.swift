@@ -130,6 +130,43 @@ struct MainLoopTests {
     }
 }
 
+extension MainLoopTests {
+    /// Once a burst longer than the FIFO has gone through, with standard input still open and
+    /// nothing more in it, the loop goes on serving other work: it never sits in a read. (It
+    /// did: a retry timer left over from the burst read the idle pipe and blocked the loop, and
+    /// with it the API, so a Linux guest's shell could not be paused after a long command line.)
+    @Test func consoleInputNeverBlocksTheLoop() throws {
+        let loop = try MainLoop()
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        let serial = Serial16550(output: { _ in })
+        let text = [UInt8](repeating: UInt8(ascii: "x"), count: 100)
+        var drained = 0
+        var answered = false
+        try running(loop) {
+            let input = try ConsoleInputBox(source: fds[0], serial: serial, loop: loop)
+            _ = text.withUnsafeBytes { write(fds[1], $0.baseAddress, $0.count) }
+            for _ in 0..<4000 where drained < text.count {
+                if serial.read(offset: 5, size: 1) & 1 != 0 {
+                    _ = serial.read(offset: 0, size: 1)
+                    drained += 1
+                } else {
+                    usleep(500)
+                }
+            }
+            usleep(50_000)   // ten retry periods: whatever the burst left scheduled has fired
+            let ran = Mutex(false)
+            loop.execute { ran.withLock { $0 = true } }
+            answered = eventually { ran.withLock { $0 } }
+            close(fds[1])    // end of input: a loop stuck in a read gets out, so the test ends either way
+            loop.perform { input.console.stop() }
+        }
+        close(fds[0])
+        #expect(drained == text.count)
+        #expect(answered, "the loop did not run a task while standard input was open and idle")
+    }
+}
+
 /// A console made on the calling thread and handed to the loop (the test owns the pipe).
 final class ConsoleInputBox: Sendable {
     let console: ConsoleInput

@@ -45,8 +45,16 @@ public enum KVMState: String, CaseIterable, Sendable {
             throw KVMError("KVM_SET_\(rawValue.uppercased())", .invalidArgument,
                            context: "\(context): the saved structure has \(saved.count) bytes, this kernel's \(size)")
         }
+        // No XCRs saved (KVM_GET_XCRS gives none where the host has no XSAVE): nothing to set,
+        // and such a host's KVM_SET_XCRS refuses even an empty list with EINVAL.
+        if self == .xcrs, Self.xcrCount(saved) == 0 { return }
         var bytes = saved
         try call(fd, 1, &bytes, context: context)
+    }
+
+    /// `struct kvm_xcrs.nr_xcrs`: how many XCRs a saved XCR structure holds.
+    public static func xcrCount(_ saved: [UInt8]) -> UInt32 {
+        saved.count < 4 ? 0 : saved[0..<4].reversed().reduce(0) { $0 << 8 | UInt32($1) }
     }
 
     /// The get (0) or set (1) ioctl on `bytes`, retried on EINTR.

@@ -11,4 +11,16 @@ struct KVMStateTests {
         for state in KVMState.allCases { #expect(state.size == sizes[state], "\(state)") }
         #expect(KVMState.perVCPU.last == .events, "pending events go last, after the LAPIC")
     }
+
+    /// A saved XCR structure's count (`nr_xcrs`, little-endian at offset 0): 0 means nothing to
+    /// restore (a host without XSAVE saves none, and refuses KVM_SET_XCRS).
+    @Test func xcrCountIsTheStructuresFirstWord() {
+        var xcrs = [UInt8](repeating: 0, count: KVMState.xcrs.size)
+        #expect(KVMState.xcrCount(xcrs) == 0)
+        xcrs[0] = 1
+        #expect(KVMState.xcrCount(xcrs) == 1)
+        xcrs[1] = 1
+        #expect(KVMState.xcrCount(xcrs) == 257)
+        #expect(KVMState.xcrCount([]) == 0)
+    }
 }

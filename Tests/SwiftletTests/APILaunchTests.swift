@@ -201,15 +201,18 @@ final class RunningSwiftlet: @unchecked Sendable {   // the process and the coll
     let process = Process()
     let socket: String
     private let out = LiveOutput(), err = LiveOutput()
+    /// The VMM's standard input, when asked for (`typing: true`): what `type` writes.
+    private let input: Pipe?
 
-    init(_ arguments: [String], socketFlag: String = "--api-sock", socketLast: Bool = false) throws {
+    init(_ arguments: [String], socketFlag: String = "--api-sock", socketLast: Bool = false, typing: Bool = false) throws {
         socket = FileManager.default.temporaryDirectory
             .appendingPathComponent("swiftlet-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock").path
         process.executableURL = Harness.binary
         process.arguments = socketLast ? arguments + [socketFlag, socket] : [socketFlag, socket] + arguments
         process.standardOutput = out.pipe
         process.standardError = err.pipe
-        process.standardInput = FileHandle.nullDevice
+        input = typing ? Pipe() : nil
+        process.standardInput = input ?? FileHandle.nullDevice
         try process.run()
         for _ in 0..<3000 where !FileManager.default.fileExists(atPath: socket) && process.isRunning { usleep(10_000) }
         guard FileManager.default.fileExists(atPath: socket) else {
@@ -235,8 +238,11 @@ final class RunningSwiftlet: @unchecked Sendable {   // the process and the coll
     var stdout: String { out.text }
     var stderr: String { err.text }
 
-    /// Waits up to 60 s for `text` in the guest's output.
-    func waitForOutput(_ text: String) -> Bool { out.wait(for: text, from: process) }
+    /// Waits up to `seconds` (60) for `text` in the guest's output.
+    func waitForOutput(_ text: String, seconds: Int = 60) -> Bool { out.wait(for: text, from: process, seconds: seconds) }
+
+    /// Writes `text` to the VMM's standard input (started with `typing: true`).
+    func type(_ text: String) { input?.fileHandleForWriting.write(Data(text.utf8)) }
 
     func signal(_ number: Int32) { kill(process.processIdentifier, number) }
 

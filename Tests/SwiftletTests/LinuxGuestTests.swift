@@ -141,6 +141,54 @@ struct LinuxGuestTests {
         }
     }
 
+    /// The Linux guest paused at its shell with an ext2 file system on virtio-blk mounted,
+    /// snapshotted over the API, killed, and restored into a new process: its console still
+    /// answers, the file written before the snapshot reads back from the disk after a remount,
+    /// and it powers off cleanly.
+    @Test func snapshotAtTheShellRestoresInANewProcess() throws {
+        let kernel = try LinuxFixtures.guestKernel.get().appendingPathComponent("vmlinux")
+        let initramfs = try LinuxFixtures.initramfs.get()
+        let disk = try Harness.temporaryFile("linux-snapshot-disk.img", [UInt8](repeating: 0, count: 8 << 20))
+        let vmm = try RunningSwiftlet(["run", "--kernel", kernel.path, "--initrd", initramfs.path, "--boot", "linux", "--cpus", "2",
+                                       "--memory", "\(Self.memory >> 20)M", "--cmdline", Self.commandLine + " swiftlet.shell",
+                                       "--drive", "path=\(disk.path)"] + Self.templateArguments,
+                                      socketLast: true, typing: true)
+        func context(_ process: RunningSwiftlet) -> String {
+            "stderr: \(process.stderr)\n--- console (last 30 lines) ---\n" + KernelLog(process.stdout).lines.suffix(30).joined(separator: "\n")
+        }
+        try #require(vmm.waitForOutput("swiftlet-shell# ", seconds: 600), "\(context(vmm))")
+        vmm.type("mke2fs -q /dev/vda && mount -t ext2 /dev/vda /mnt && echo saved-$((6*7)) > /mnt/hello && sync && echo mounted-$((6*7))\n")
+        try #require(vmm.waitForOutput("mounted-42", seconds: 300), "\(context(vmm))")
+        // Paused at the shell: once its next prompt is out, waiting for a line.
+        for _ in 0..<600 where vmm.stdout.components(separatedBy: "swiftlet-shell# ").count < 3 { usleep(100_000) }
+
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("linux-snap-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let state = folder + "/vm.snap", memory = folder + "/vm.mem"
+        do {
+            let client = try vmm.client()
+            let paused = try client.request("PATCH", "/vm", #"{"state": "Paused"}"#)
+            try #require(paused.status == 204, "\(paused.body)")
+            let created = try client.request("PUT", "/snapshot/create",
+                                             #"{"snapshot_type": "Full", "snapshot_path": "\#(state)", "mem_file_path": "\#(memory)"}"#)
+            try #require(created.status == 204, "\(created.body)")
+        } catch {
+            usleep(500_000)
+            Issue.record("\(error)\nthe VMM \(vmm.process.isRunning ? "runs" : "ended with \(vmm.process.terminationStatus)")\n\(context(vmm))")
+            vmm.signal(SIGKILL)
+            return
+        }
+        vmm.signal(SIGKILL)
+        _ = vmm.wait()
+
+        let restored = try RunningSwiftlet(["run", "--restore", state, "--memory-file", memory], socketLast: true, typing: true)
+        restored.type("umount /mnt && mount -t ext2 -o ro /dev/vda /mnt && cat /mnt/hello\n")
+        #expect(restored.waitForOutput("saved-42", seconds: 300), "the file did not read back\n\(context(restored))")
+        restored.type("umount /mnt; exit\n")
+        #expect(restored.wait() == 0, "\(context(restored))")
+        #expect(restored.stdout.contains("swiftlet-init: done, powering off"), "\(context(restored))")
+    }
+
     /// Linux's own virtio drivers against Swiftlet's devices (Guests/tools/virtio-run.sh: a TAP
     /// device in a network namespace of its own, 10.0.2.1 on the host side, virtio-host.py for
     /// vsock): an ext2 file system made, written and synced on vda, and read back after a second

@@ -190,9 +190,9 @@ final class LiveOutput: @unchecked Sendable {   // `data` and `atEnd` behind `lo
     /// End of file seen: every byte the process wrote is here.
     var ended: Bool { lock.lock(); defer { lock.unlock() }; return atEnd }
 
-    /// Waits up to 60 s for `text`, or until `process` has ended; whether `text` came.
-    func wait(for text: String, from process: Process) -> Bool {
-        for _ in 0..<6000 {
+    /// Waits up to `seconds` (60) for `text`, or until `process` has ended; whether `text` came.
+    func wait(for text: String, from process: Process, seconds: Int = 60) -> Bool {
+        for _ in 0..<(seconds * 100) {
             if self.text.contains(text) { return true }
             if !process.isRunning { return self.text.contains(text) }
             usleep(10_000)

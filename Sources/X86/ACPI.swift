@@ -14,7 +14,7 @@ public struct ACPI: Equatable, Sendable {
 
     public var cpus: Int
     /// The vCPU that boots (`--boot-cpu`): its processor entry comes first in the MADT, as ACPI
-    /// asks of firmware (ACPI 6.5 §5.2.12.12: OSPM brings processors up in MADT order, so the boot
+    /// asks of firmware (ACPI 6.5 §5.2.12, MADT: OSPM brings processors up in MADT order, so the boot
     /// processor is listed first; Linux 6.9 and later call any other order a firmware bug).
     public var bootCPU: Int
 

@@ -88,6 +88,8 @@ public final class VMController: Sendable {
         var networkInterfaces: [NetworkInterfaceBody] = []
         var vsock: VsockBody?
         var console: ConsoleBody?
+        /// A custom CPU template from `PUT /cpu-config`.
+        var cpuConfig: CPUTemplate?
         var vm: (any RunningVM)?
         /// Set once InstanceStart has been accepted, even before the VM is built.
         var started = false
@@ -314,6 +316,18 @@ public final class VMController: Sendable {
         }
     }
 
+    /// Sets a custom CPU template (Firecracker's `PUT /cpu-config`: its custom template JSON,
+    /// `cpuid_modifiers` and `msr_modifiers`; pre-boot). It is applied as `--cpu-template FILE`
+    /// is, and over a static `cpu_template` of machine-config; a second PUT replaces the first.
+    public func putCPUConfig(_ json: [UInt8]) throws(APIError) {
+        let template: CPUTemplate
+        do { template = try CPUTemplate(json: json, source: "PUT /cpu-config") } catch { throw APIError(error.description) }
+        try state.withLock { s throws(APIError) in
+            try preBoot(s, "cpu-config")
+            s.cpuConfig = template
+        }
+    }
+
     /// Chooses the guest's console (Swiftlet's extension, pre-boot).
     public func putConsole(_ body: ConsoleBody) throws(APIError) {
         guard body.kind == "serial" || body.kind == "virtio" else {
@@ -394,7 +408,7 @@ public final class VMController: Sendable {
 
     /// Builds the VM from the configuration and starts it on a thread of its own.
     public func start() throws(APIError) {
-        let (config, boot, virtio) = try state.withLock { s throws(APIError) -> (MachineConfigBody, BootSourceBody, [VirtioDeviceSpec]) in
+        let (config, boot, virtio, custom) = try state.withLock { s throws(APIError) -> (MachineConfigBody, BootSourceBody, [VirtioDeviceSpec], CPUTemplate?) in
             if s.started { throw APIError("InstanceStart: the microVM has already been started (it is \(s.vm?.state.rawValue ?? "starting")); the requested operation is not supported after starting the microVM") }
             guard let boot = s.bootSource else {
                 throw APIError("InstanceStart: no boot source; PUT /boot-source with a kernel_image_path first")
@@ -408,12 +422,13 @@ public final class VMController: Sendable {
                 .net(tap: $0.host_dev_name, mac: $0.guest_mac.flatMap(VirtioDeviceSpec.parseMAC), id: $0.iface_id)
             } + (s.vsock.map { [.vsock(cid: UInt64($0.guest_cid), udsPath: $0.uds_path)] } ?? [])
               + (s.entropy != nil ? [.entropy] : []) + (s.console?.kind == "virtio" ? [.console] : [])
-            return (s.machineConfig, boot, specs)
+            return (s.machineConfig, boot, specs, s.cpuConfig)
         }
         let vm: any RunningVM
         do throws(APIError) {
             var configuration = try machineConfiguration(config, boot)
             configuration.virtio = virtio
+            if let custom { configuration.cpuTemplate = custom }
             do throws(MachineError) { vm = try build(configuration) } catch { throw APIError(error.description) }
         } catch {
             state.withLock { $0.started = false }

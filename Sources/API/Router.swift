@@ -38,7 +38,6 @@ public struct APIRouter: Sendable {
     /// Firecracker's resources Swiftlet does not have yet, and what to say about them.
     static let absent: [String: String] = [
         "balloon": "a balloon device", "mmds": "a metadata service (MMDS)",
-"cpu-config": "custom CPU templates over the API (use --cpu-template FILE)",
         "serial": "serial output redirection", "hotplug": "memory hot-plug", "pmem": "pmem devices",
     ]
 
@@ -132,6 +131,8 @@ public struct APIRouter: Sendable {
             try controller.createSnapshot(try decode(SnapshotCreateBody.self, body))
         case ("PUT", "snapshot", 2) where tokens[1] == "load":
             try controller.loadSnapshot(try decode(SnapshotLoadBody.self, body))
+        case ("PUT", "cpu-config", 1):
+            try controller.putCPUConfig(body)
         case ("PUT", "console", 1):
             try controller.putConsole(try decode(ConsoleBody.self, body))
         case ("PUT", "vcpus", 3) where tokens[2] == "mp-state":

@@ -9,6 +9,8 @@ final class FakeHost: Sendable {
     let serial = Mutex<[UInt8]>([])
     /// The virtio devices and command line of the last VM built.
     let builtDevices = Mutex<([VirtioDeviceSpec], String)>(([], ""))
+    /// The CPU template's source ("PUT /cpu-config", a built-in's name) of the last VM built.
+    let builtTemplate = Mutex<String?>(nil)
     /// The simulated VM needs no running loop; the socket tests run this one on a thread.
     let loop: MainLoop
 
@@ -18,6 +20,7 @@ final class FakeHost: Sendable {
         VMController(id: id, vmmVersion: "9.9.9", loop: loop, build: { [self] configuration throws(MachineError) in
             let vm = SimulatedVM(cpus: configuration.cpus)
             builtDevices.withLock { $0 = (configuration.virtio, String(decoding: configuration.commandLine, as: UTF8.self)) }
+            builtTemplate.withLock { $0 = configuration.cpuTemplate?.source }
             built.withLock { $0 = vm }
             return vm
         }, serialOutput: { [self] bytes in serial.withLock { $0 += bytes } }, restore: { [self] state, memory, _ throws(MachineError) in

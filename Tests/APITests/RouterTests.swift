@@ -312,6 +312,23 @@ import Glibc
         #expect(call("PUT", "/entropy", "{}").faultMessage?.contains("not supported after starting") == true)
     }
 
+    // MARK: CPU configuration
+
+    /// Firecracker's `PUT /cpu-config` with its custom template JSON: checked at once (a bad
+    /// template is a 400 naming the field), applied to the VM built, pre-boot only.
+    @Test func customCPUTemplate() throws {
+        let template = #"{"cpuid_modifiers": [{"leaf": "0x1", "subleaf": "0x0", "flags": 0, "modifiers": [{"register": "ecx", "bitmap": "0bxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx0"}]}]}"#
+        let bad = call("PUT", "/cpu-config", #"{"cpuid_modifiers": [{"leaf": "0x1", "subleaf": "0x0", "flags": 0, "modifiers": [{"register": "exx", "bitmap": "0b1"}]}]}"#)
+        #expect(bad.status == 400 && bad.faultMessage?.contains("PUT /cpu-config") == true, "\(bad.body)")
+        #expect(call("PUT", "/cpu-config", #"{"cpuid_modifiers": [], "reg_modifiers": []}"#).faultMessage?.contains("reg_modifiers") == true)
+        let good = call("PUT", "/cpu-config", template)
+        #expect(good.status == 204, "\(good.body)")
+        configure()
+        start()
+        #expect(host.builtTemplate.withLock { $0 } == "PUT /cpu-config")
+        #expect(call("PUT", "/cpu-config", template).faultMessage?.contains("not supported after starting") == true)
+    }
+
     // MARK: Network interfaces, vsock, console
 
     @Test func networkVsockAndConsole() throws {

@@ -52,7 +52,7 @@ public struct ACPI: Equatable, Sendable {
         body.put(UInt32(Layout.lapic), at: 0)
         body.put(UInt32(1), at: 4)                                  // PCAT_COMPAT: 8259s present
         var entries: [UInt8] = []
-        for cpu in [bootCPU] + (0..<cpus).filter({ $0 != bootCPU }) where cpu < cpus {
+        for cpu in MPTable.processorOrder(cpus: cpus, bootCPU: bootCPU) where cpu < cpus {
             if cpu < 255 {
                 entries += [0, 8, UInt8(cpu), UInt8(cpu)] + ByteImage.le(UInt32(1))
             } else {

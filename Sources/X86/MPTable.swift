@@ -39,6 +39,12 @@ public struct MPTable: Equatable, Sendable {
         return image                                    // feature bytes 0: configuration table present, virtual wire
     }
 
+    /// The order firmware lists processors in (MP table and MADT alike): the boot processor
+    /// first, then the others by APIC ID.
+    public static func processorOrder(cpus: Int, bootCPU: Int) -> [Int] {
+        [bootCPU] + (0..<cpus).filter { $0 != bootCPU }
+    }
+
     public var configuration: ByteImage {
         precondition(cpus >= 1 && cpus <= Self.maxCPUs && bootCPU < cpus)
         var image = ByteImage(size: configurationLength)
@@ -52,7 +58,7 @@ public struct MPTable: Equatable, Sendable {
         var offset = 44
         // The boot processor's entry first, then the others by APIC ID: Linux (6.9 on) takes the
         // first processor a table enumerates as the real BSP and calls any other order a firmware bug.
-        for cpu in [bootCPU] + (0..<cpus).filter({ $0 != bootCPU }) {
+        for cpu in MPTable.processorOrder(cpus: cpus, bootCPU: bootCPU) {
             image.put(UInt8(0), at: offset)                                     // processor
             image.put(UInt8(cpu), at: offset + 1)
             image.put(Self.localAPICVersion, at: offset + 2)
